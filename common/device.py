@@ -1,0 +1,91 @@
+"""The device report and helpers that open the device, after common.env has settled DEV.
+
+    python3 -m common.device            # what tinygrad will use, and why
+    python3 -m common.device --bench    # matmul GFLOP/s, memory GB/s, launch and JIT replay latency
+"""
+from __future__ import annotations
+import os, sys
+
+from common.cli import UserError
+from common.env import TEGRA_NODES, setup
+
+# ---- after setup: helpers that open the device -------------------------------------------------
+
+def open_device():
+  """Open the default device, turning tinygrad's failure into a one-line UserError (exit 2)."""
+  from tinygrad import Device
+  try:
+    return Device[Device.DEFAULT]
+  except Exception as e:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, BaseExceptionGroup): msg = "; ".join(" ".join(str(x).split()) for x in e.exceptions)
+    raise UserError(f"cannot open device {os.environ.get('DEV') or 'auto'}: {msg[:300]}")
+
+
+def synchronize() -> None:
+  from tinygrad import Device
+  Device[Device.DEFAULT].synchronize()
+
+
+def describe_device() -> dict[str, str]:
+  """Device, renderer and compiler of the default device (opens it)."""
+  from tinygrad import Device
+  dev = open_device()
+  renderer = getattr(dev, "renderer", None)
+  compiler = getattr(dev, "compiler", None)
+  return {"device": Device.DEFAULT,
+          "renderer": type(renderer).__name__ if renderer is not None else "?",
+          "arch": str(getattr(renderer, "arch", "") or getattr(dev, "arch", "") or "-"),
+          "compiler": type(compiler).__name__ if compiler is not None else "-",
+          "interface": type(dev.iface).__name__ if hasattr(dev, "iface") else "-"}
+
+
+def tinygrad_version() -> str:
+  from importlib.metadata import version, PackageNotFoundError
+  try: return version("tinygrad")
+  except PackageNotFoundError: return "unknown"
+
+
+def report() -> list[tuple[str, str]]:
+  state = setup()
+  rows: list[tuple[str, str]] = [("tinygrad", tinygrad_version()), ("python", sys.version.split()[0])]
+  req = state.resolution.requested
+  rows.append(("requested flags", " ".join(f"{k}={v}" for k, v in req.items()) or "(none)"))
+  rows.append(("resolved DEV", state.resolution.dev or "(tinygrad picks the first available)"))
+  rows += list(describe_device().items())
+  rows.append(("tegra nodes", ", ".join(f"{n} {'present' if os.path.exists(n) else 'missing'}" for n in TEGRA_NODES)))
+  rows.append(("tegra backend", state.tegra))
+  rows.append(("matvec fix", state.matvec_fix))
+  try:
+    import backend
+    rows += [(f"backend: {k}", v) for k, v in backend.describe().items()]
+  except Exception as e:
+    rows.append(("backend", f"import failed: {e}"))
+  for name in ("JITBEAM", "BEAM", "DEBUG"):
+    rows.append((name, os.environ.get(name, "0 (unset)")))
+  return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+  import argparse
+  from common.cli import run_main, ArgumentParser
+  p = ArgumentParser(prog="python3 -m common.device", description="Print what device tinygrad will use; --bench runs microbenchmarks.")
+  p.add_argument("--bench", action="store_true", help="run matmul, bandwidth and launch-latency microbenchmarks")
+  p.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (seconds)")
+  p.add_argument("--json", type=str, default=None, help="also write one JSON record per benchmark case to this path")
+  args = p.parse_args(argv)
+
+  def run() -> int:
+    rows = report()
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows: print(f"{k:<{width}}  {v}")
+    if args.bench:
+      from common.microbench import run_microbenchmarks
+      print()
+      run_microbenchmarks(quick=args.quick, json_path=args.json)
+    return 0
+  return run_main(run)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

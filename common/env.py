@@ -1,0 +1,169 @@
+"""Choosing the device: the flags Jetson users type, translated for tinygrad 0.14.0.
+
+Jetson tutorials say `NV=1 python3 script.py` or `CUDA=1 ...`; tinygrad 0.14.0 refuses those flags
+("NV=1 is deprecated, use DEV=NV") and reads only `DEV=...`, once, when it is first imported. So
+`common` is imported before tinygrad and rewrites the environment:
+
+    NV=1        -> DEV=NV          CUDA=1 -> DEV=CUDA          CPU=1 -> DEV=CPU
+    X=1         -> DEV=X           for any other tinygrad device X (AMD, CL, METAL, ...)
+    CLANG=1     -> DEV=CPU         LLVM=1 -> DEV=CPU:LLVM      (names older tinygrad used)
+    DEV=...     -> unchanged       including interface syntax such as DEV=TEGRA+NV
+    NV=1 CUDA=1 -> one-line error, exit 2 (two devices asked for at once)
+
+On a Jetson (the nodes /dev/nvgpu/igpu0/ctrl and /dev/nvmap exist) asking for NV, or for nothing,
+loads the bundled Tegra backend from `backend/` first, because tinygrad's own NV interfaces speak
+only to the desktop driver. `DEV=TEGRA+NV` asks for that backend by name.
+
+`python3 -m common.device` (common/device.py) prints what was resolved.
+"""
+from __future__ import annotations
+import glob, importlib.util, os, sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TEGRA_NODES = ("/dev/nvgpu/igpu0/ctrl", "/dev/nvmap")
+DESKTOP_NV_NODE = "/dev/nvidiactl"
+NVIDIA_PCI_VENDOR = "0x10de"
+# names of the pre-0.14 CPU backends, which users still type
+LEGACY_ALIASES = {"CLANG": "CPU", "LLVM": "CPU:LLVM"}
+# tinygrad's own list of devices that are never picked from a flag (see Device._select_device)
+NOT_SELECTABLE = {"DISK", "TINYFS", "NPY"}
+PASSTHROUGH = ("JITBEAM", "BEAM", "DEBUG")
+
+
+class DeviceFlagError(Exception):
+  """A device request that cannot be satisfied; the message is one line for the user."""
+
+
+def tinygrad_devices() -> list[str]:
+  """Device names tinygrad 0.14.0 knows (its runtime/ops_*.py files), found without importing it:
+  importing tinygrad reads DEV, which must be settled first."""
+  spec = importlib.util.find_spec("tinygrad")
+  if spec is None or not spec.submodule_search_locations:
+    raise DeviceFlagError("tinygrad is not installed: run the set-up in README.md (pip install tinygrad==0.14.0)")
+  runtime = Path(list(spec.submodule_search_locations)[0]) / "runtime"
+  return sorted(p.stem[len("ops_"):].upper() for p in runtime.glob("ops_*.py"))
+
+
+def target_devices(dev: str) -> list[str]:
+  """Device names in a DEV string: 'TEGRA+NV' -> ['NV'], 'CPU:LLVM' -> ['CPU'], 'NV;CPU' -> ['NV', 'CPU']."""
+  return [t.split("+")[-1].split(":")[0].upper() for t in dev.split(";") if t.strip()]
+
+
+def target_interface(dev: str) -> str:
+  """Interface named in the first DEV target: 'TEGRA+NV' -> 'TEGRA', 'NV' -> ''."""
+  first = dev.split(";")[0]
+  return first.split("+")[0].rsplit(":", 1)[0].upper() if "+" in first else ""
+
+
+@dataclass
+class Resolution:
+  dev: str | None                          # the DEV value tinygrad will read (None: tinygrad picks)
+  requested: dict[str, str] = field(default_factory=dict)   # the flags as the user typed them
+  remove: list[str] = field(default_factory=list)           # legacy flags to take out of the environment
+  wants_nv: bool = False                   # NV asked for, by flag or DEV
+  wants_tegra: bool = False                # the Tegra interface named (DEV=TEGRA+NV)
+
+
+def resolve(environ: dict[str, str], devices: list[str]) -> Resolution:
+  """Translate legacy flags to DEV. Pure: reads `environ`, changes nothing."""
+  known = set(devices)
+  flags = {name: environ[name] for name in sorted(known - NOT_SELECTABLE | set(LEGACY_ALIASES)) if name in environ}
+  requested = {k: v for k, v in flags.items()}
+  for name in ("DEV",) + PASSTHROUGH:
+    if name in environ: requested[name] = environ[name]
+  asked: dict[str, str] = {}               # flag -> DEV value it asks for
+  for name, value in list(flags.items()):
+    if not value.strip().lstrip("-").isdigit():
+      del flags[name]                       # e.g. CUDA=/usr/local/cuda: not a device flag, leave it be
+      continue
+    if int(value) == 0: continue
+    if int(value) != 1:
+      raise DeviceFlagError(f"{name}={value} is not understood: use {name}=1 or DEV={LEGACY_ALIASES.get(name, name)}")
+    asked[name] = LEGACY_ALIASES.get(name, name)
+  if len(set(asked.values())) > 1:
+    raise DeviceFlagError("conflicting device flags " + " and ".join(f"{k}=1" for k in asked) + ": choose one")
+  dev = environ.get("DEV", "").strip() or None
+  if dev is not None:
+    for d in target_devices(dev):
+      if d not in known:
+        raise DeviceFlagError(f"DEV={dev} names no tinygrad device {d!r} (known: {', '.join(sorted(known))})")
+    if asked:
+      flag, wanted = next(iter(asked.items()))
+      if target_devices(wanted)[0] not in target_devices(dev):
+        raise DeviceFlagError(f"{flag}=1 conflicts with DEV={dev}: choose one")
+  elif asked:
+    dev = next(iter(asked.values()))
+  iface = target_interface(dev) if dev else ""
+  wants_nv = dev is not None and target_devices(dev)[:1] == ["NV"]
+  return Resolution(dev=dev, requested=requested, remove=list(flags), wants_nv=wants_nv, wants_tegra=iface == "TEGRA")
+
+
+def tegra_nodes_present(nodes: tuple[str, ...] = TEGRA_NODES) -> bool:
+  return all(os.path.exists(n) for n in nodes)
+
+
+def nvidia_gpu_evidence() -> list[str]:
+  """What on this machine says an NVIDIA GPU is here (empty: none)."""
+  found = [n for n in (DESKTOP_NV_NODE,) + TEGRA_NODES if os.path.exists(n)]
+  for vendor in glob.glob("/sys/bus/pci/devices/*/vendor"):
+    try:
+      if open(vendor).read().strip() == NVIDIA_PCI_VENDOR: found.append(os.path.dirname(vendor))
+    except OSError: pass
+  return found
+
+
+@dataclass
+class Setup:
+  resolution: Resolution
+  tegra: str = "not a Jetson (no Tegra device nodes)"   # what happened with the Tegra backend
+  matvec_fix: str = "off"
+
+
+SETUP: Setup | None = None
+
+
+def _fail(msg: str) -> None:
+  print(f"error: {msg}", file=sys.stderr)
+  raise SystemExit(2)
+
+
+def setup(environ: os._Environ | dict | None = None) -> Setup:
+  """Apply the translation to the process environment (before tinygrad is imported) and load the
+  Tegra backend when it applies. Runs once, from `import common`."""
+  global SETUP
+  if SETUP is not None: return SETUP
+  env = os.environ if environ is None else environ
+  if "tinygrad.helpers" in sys.modules and any(env.get(k) == "1" for k in ("NV", "CUDA", "CPU", *LEGACY_ALIASES)):
+    # tinygrad has already read DEV; our rewrite would be too late to matter for this process
+    print("warning: import common before tinygrad so NV=1/CUDA=1/CPU=1 take effect", file=sys.stderr)
+  try:
+    res = resolve(dict(env), tinygrad_devices())
+  except DeviceFlagError as e:
+    _fail(str(e))
+  for name in res.remove: env.pop(name, None)
+  if res.dev is not None: env["DEV"] = res.dev     # spawned BEAM workers inherit it too
+  state = Setup(res)
+  on_jetson = tegra_nodes_present()
+  if res.wants_nv and not res.wants_tegra and not nvidia_gpu_evidence():
+    _fail(f"NV requested but no NVIDIA GPU found (looked for {DESKTOP_NV_NODE}, {' and '.join(TEGRA_NODES)}, "
+          f"and a PCI device of vendor {NVIDIA_PCI_VENDOR}); use DEV=CPU on this machine")
+  if res.wants_tegra or (on_jetson and (res.dev is None or res.wants_nv)):
+    try:
+      import backend
+      backend.install()
+      state.tegra = "installed"
+    except Exception as e:  # the backend must never take tinygrad's own interfaces down with it
+      reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+      state.tegra = f"not loaded: {reason}"
+      print(f"warning: tegra backend not loaded: {reason}; carrying on with tinygrad's own NV interfaces", file=sys.stderr)
+  fix = env.get("MATVEC_FIX", "")
+  if fix == "1" or (state.tegra == "installed" and fix != "0"):
+    try:
+      import backend
+      backend.install_matvec_fix()
+      state.matvec_fix = "on"
+    except Exception as e:
+      state.matvec_fix = f"not applied: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+  SETUP = state
+  return state
