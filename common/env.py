@@ -128,14 +128,18 @@ def _fail(msg: str) -> None:
   raise SystemExit(2)
 
 
-def setup(environ: os._Environ | dict | None = None) -> Setup:
-  """Apply the translation to the process environment (before tinygrad is imported) and load the
+def setup() -> Setup:
+  """Apply the translation to this process's environment (before tinygrad is imported) and load the
   Tegra backend when it applies. Runs once, from `import common`."""
   global SETUP
-  if SETUP is not None: return SETUP
-  env = os.environ if environ is None else environ
+  if SETUP is None: SETUP = apply(os.environ)
+  return SETUP
+
+
+def apply(env, nodes: tuple[str, ...] = TEGRA_NODES) -> Setup:
+  """`setup` for a given environment mapping and Tegra node paths (tests pass their own)."""
   if "tinygrad.helpers" in sys.modules and any(env.get(k) == "1" for k in ("NV", "CUDA", "CPU", *LEGACY_ALIASES)):
-    # tinygrad has already read DEV; our rewrite would be too late to matter for this process
+    # tinygrad has already read DEV; a rewrite now would be too late to matter for this process
     print("warning: import common before tinygrad so NV=1/CUDA=1/CPU=1 take effect", file=sys.stderr)
   try:
     res = resolve(dict(env), tinygrad_devices())
@@ -144,7 +148,8 @@ def setup(environ: os._Environ | dict | None = None) -> Setup:
   for name in res.remove: env.pop(name, None)
   if res.dev is not None: env["DEV"] = res.dev     # spawned BEAM workers inherit it too
   state = Setup(res)
-  on_jetson = tegra_nodes_present()
+  on_jetson = tegra_nodes_present(nodes)
+  if on_jetson: state.tegra = "Jetson detected, backend not requested (DEV names another device)"
   if res.wants_nv and not res.wants_tegra and not nvidia_gpu_evidence():
     _fail(f"NV requested but no NVIDIA GPU found (looked for {DESKTOP_NV_NODE}, {' and '.join(TEGRA_NODES)}, "
           f"and a PCI device of vendor {NVIDIA_PCI_VENDOR}); use DEV=CPU on this machine")
@@ -154,7 +159,7 @@ def setup(environ: os._Environ | dict | None = None) -> Setup:
       backend.install()
       state.tegra = "installed"
     except Exception as e:  # the backend must never take tinygrad's own interfaces down with it
-      reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+      reason = _one_line(e)
       state.tegra = f"not loaded: {reason}"
       print(f"warning: tegra backend not loaded: {reason}; carrying on with tinygrad's own NV interfaces", file=sys.stderr)
   fix = env.get("MATVEC_FIX", "")
@@ -164,6 +169,10 @@ def setup(environ: os._Environ | dict | None = None) -> Setup:
       backend.install_matvec_fix()
       state.matvec_fix = "on"
     except Exception as e:
-      state.matvec_fix = f"not applied: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-  SETUP = state
+      state.matvec_fix = f"not applied: {_one_line(e)}"
+      print(f"warning: matvec fix not applied: {state.matvec_fix}", file=sys.stderr)
   return state
+
+
+def _one_line(e: BaseException) -> str:
+  return " ".join(str(e).split()) or type(e).__name__

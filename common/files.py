@@ -68,19 +68,34 @@ def save_checkpoint(state: dict, dest: str | os.PathLike, metadata: dict[str, An
   return Path(dest)
 
 
+def _safetensors_header(data: bytes) -> dict[str, Any]:
+  """Parse and sanity-check a safetensors header: length prefix, JSON, and that every tensor's
+  byte range lies inside the file (a truncated download or copy fails here, with a clear reason)."""
+  if len(data) < 8: raise ValueError("shorter than the 8-byte header length")
+  n = int.from_bytes(data[:8], "little")
+  if 8 + n > len(data): raise ValueError("header runs past the end of the file (truncated?)")
+  header = json.loads(data[8:8 + n])
+  if not isinstance(header, dict): raise ValueError("header is not a JSON object")
+  body = len(data) - 8 - n
+  for k, v in header.items():
+    if k == "__metadata__": continue
+    if not isinstance(v, dict) or v.get("data_offsets", [0, body + 1])[1] > body: raise ValueError(f"tensor {k!r} lies outside the file (truncated?)")
+  return header
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, Any]]:
   """Read a checkpoint written by `save_checkpoint` -> (tensors on the default device, metadata)."""
   from tinygrad import Tensor, Device
-  from tinygrad.nn.state import safe_load_metadata
+  from tinygrad.nn.state import safe_load
   p = Path(path)
   if not p.is_file(): raise UserError(f"checkpoint {p}: no such file")
   try:
-    raw = Tensor(p.read_bytes())    # read into memory: no open file handle outlives the call
-    _, _, header = safe_load_metadata(raw)
-    from tinygrad.nn.state import safe_load
-    tensors = {k: v.to(Device.DEFAULT).realize() for k, v in safe_load(raw).items()}
+    data = p.read_bytes()          # read into memory: no open file handle outlives the call
+    header = _safetensors_header(data)
+    tensors = {k: v.to(Device.DEFAULT).realize() for k, v in safe_load(Tensor(data)).items()}
   except Exception as e:
-    raise UserError(f"checkpoint {p} is not a readable safetensors file ({type(e).__name__})")
+    raise UserError(f"checkpoint {p} is not a readable safetensors file ({' '.join(str(e).split())[:120] or type(e).__name__})")
+  if not tensors: raise UserError(f"checkpoint {p} holds no tensors")
   meta: dict[str, Any] = {}
   for k, v in (header.get("__metadata__") or {}).items():
     try: meta[k] = json.loads(v)

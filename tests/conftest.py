@@ -1,0 +1,25 @@
+import os, subprocess, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_py(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+  """Run `python3 <args>` from the repo root with a clean device environment plus `env`."""
+  base = {k: v for k, v in os.environ.items() if k not in ("DEV", "NV", "CUDA", "CPU", "CLANG", "LLVM", "JITBEAM", "BEAM", "DEBUG")}
+  return subprocess.run([sys.executable, *args], cwd=ROOT, env={**base, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
+  """Exit status 2, no traceback, the message on one line containing every fragment."""
+  assert r.returncode == 2, (r.returncode, r.stdout[-500:], r.stderr[-2000:])
+  assert "Traceback" not in r.stderr, r.stderr
+  lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("warning:")]
+  assert len(lines) == 1, r.stderr
+  for f in fragments: assert f in lines[0], (f, lines[0])
+
+
+@pytest.fixture
+def repo_root() -> Path:
+  return ROOT
