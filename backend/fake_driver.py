@@ -437,6 +437,9 @@ class FakeTegra:
     while pos < len(dws) or pending:
       if pending is None:
         hdr = dws[pos]
+        if hdr == 0:   # a zero dword is a no-op; bound queues are submitted with their page's zero padding
+          pos += 1
+          continue
         if (hdr >> 29) != 1: raise GPUFault(f"pushbuffer header {hdr:#x}: only incrementing methods are emulated")
         count, subc, mthd = (hdr >> 16) & 0x1fff, (hdr >> 13) & 7, (hdr & 0x1fff) << 2
         pending = [subc, mthd, dws[pos + 1: pos + 1 + count]]
