@@ -26,7 +26,9 @@ LOCAL_MEM_WINDOW, SHARED_MEM_WINDOW, WINDOW_SIZE = 0xFD00000000, 0xFE00000000, 1
 VA_START, VA_END = 2 << 20, (1 << 40) - (2 << 20)
 GPFIFO_ENTRIES = getenv("TEGRA_GPFIFO_ENTRIES", 1024)   # 8 KiB ring per channel: the size known to work on hardware
 
-class TegraError(RuntimeError): pass
+class TegraError(Exception):
+  """A Tegra driver refusal other than ENOMEM. Deliberately not a RuntimeError: tinygrad's allocator rewrites
+  RuntimeErrors into a generic "Allocation failed" MemoryError, which would hide the errno and the hint."""
 
 def _check(e:OSError, what:str):
   """Turn a failed ioctl into the exception a tinygrad user can act on (ENOMEM must be MemoryError: the LRU cache frees
@@ -45,6 +47,7 @@ class TegraMem:
   size: int
   gpu_va: int|None
   cpu_addr: int|None
+  is_signal_page: bool = False
   @property
   def hMemory(self): return self.handle   # tinygrad reads buf.meta.hMemory
 
@@ -186,9 +189,12 @@ class TEGRAIface:
     memory the CPU only writes or polls (rings, USERD, signals) is write-combined. The Orin is IO-coherent, so neither
     needs cache maintenance."""
     size = round_up(max(size, 1), 0x1000)
+    # NVAllocator passes host/cpu_access but drops `uncached`: host+cpu_access is how tinygrad asks for signal pages
+    signal_page = host and cpu_access
+    uncached = uncached or signal_page
     cache = U.NVMAP_HANDLE_WRITE_COMBINE if uncached else U.NVMAP_HANDLE_INNER_CACHEABLE
     self._ioctl(self.nvmap_fd, U.NVMAP_IOC_CREATE, cr:=U.nvmap_create_handle(size=size), f"NVMAP_IOC_CREATE({size:#x})")
-    mem = TegraMem(cr.handle, -1, size, None, None)
+    mem = TegraMem(cr.handle, -1, size, None, None, is_signal_page=signal_page)
     try:
       self._ioctl(self.nvmap_fd, U.NVMAP_IOC_ALLOC, U.nvmap_alloc_handle(handle=mem.handle, heap_mask=U.NVMAP_HEAP_IOVMM, align=0x1000,
         flags=(U.NVMAP_TAG << 16) | cache | (U.NVMAP_HANDLE_ZEROED_PAGES if zero else 0)), f"NVMAP_IOC_ALLOC({size:#x})")
@@ -210,14 +216,14 @@ class TEGRAIface:
     self.buffers[mem.handle] = buf
     return buf
 
-  def _release(self, mem:TegraMem):
+  def _release(self, mem:TegraMem, keep_cpu_addr=False):
     """Free in the order the driver needs: GPU unmap, CPU munmap, close the dma-buf, then free the handle."""
     if mem.gpu_va is not None: self._ioctl(self.as_fd, U.NVGPU_AS_IOCTL_UNMAP_BUFFER, U.nvgpu_as_unmap_buffer_args(offset=mem.gpu_va), "AS UNMAP_BUFFER")
     if mem.cpu_addr is not None: self.io.munmap(mem.cpu_addr, mem.size)
     if mem.dmabuf_fd >= 0: self.io.close(mem.dmabuf_fd)
     self._ioctl(self.nvmap_fd, U.NVMAP_IOC_FREE, mem.handle, "NVMAP_IOC_FREE")
-    mem.gpu_va = mem.cpu_addr = None
-    mem.dmabuf_fd = -1
+    mem.gpu_va, mem.dmabuf_fd = None, -1
+    if not keep_cpu_addr: mem.cpu_addr = None
 
   def free(self, buf:HCQBuffer):
     if buf.owner is not self.dev or self.closed or self.buffers.pop(buf.meta.handle, None) is None: return
@@ -234,7 +240,10 @@ class TEGRAIface:
     for ch in self.channels: self.io.close(ch.fd)
     for kind, obj in list(self.objects.values()):
       if kind == "tsg": self.io.close(obj)
-    for buf in list(self.buffers.values())[::-1]: self._release(buf.meta)
+    for buf in list(self.buffers.values())[::-1]:
+      saved = bytes(buf.cpu_view()[:]) if buf.meta.is_signal_page else None
+      self._release(buf.meta, keep_cpu_addr=saved is not None)
+      if saved is not None: _tombstone(buf.view.addr, saved)
     self.buffers.clear()
     if self.usermode_addr is not None: self.io.munmap(self.usermode_addr, U.USERMODE_PAGE_SIZE)
     for fd in (self.as_fd, self.nvmap_fd, self.ctrl_fd): self.io.close(fd)
@@ -247,6 +256,18 @@ class TEGRAIface:
       info32, status = v.view(U.NOTIFIER_INFO32_OFFSET, 4, 'I')[0], v.view(U.NOTIFIER_STATUS_OFFSET, 2, 'H')[0]
       if status: out.append(f"channel (token {ch.token:#x}): error notifier info32={info32} status={status:#x}")
     return out
+
+def _tombstone(addr:int, content:bytes):
+  """After close, tinygrad objects that outlive the device (a TinyJit graph's destructor, the atexit hook) still read
+  their signals. Put a private anonymous copy of the final signal values where the signal page was mapped, so those
+  reads see completed work instead of faulting. The address was ours a moment ago, so MAP_FIXED cannot clobber anything
+  we did not reserve; the copy is plain process memory, not a driver resource."""
+  import mmap as _mmap
+  libc = ctypes.CDLL(None, use_errno=True)
+  libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+  libc.mmap.restype = ctypes.c_void_p
+  got = libc.mmap(addr, len(content), _mmap.PROT_READ | _mmap.PROT_WRITE, _mmap.MAP_PRIVATE | _mmap.MAP_ANONYMOUS | 0x10, -1, 0)  # MAP_FIXED
+  if got == addr: ctypes.memmove(addr, content, len(content))
 
 # ---------------- queues ----------------
 class TegraSubmitMixin:
@@ -359,6 +380,13 @@ class NVDevice(_StockNVDevice):
     report = self.iface.read_error_notifier() or ["no channel error recorded (the GPU may be stalled on a semaphore)"]
     raise RuntimeError("Tegra GPU hang: " + "; ".join(report) + ". There is no RM debugger on Tegra: see `sudo dmesg | grep -iE 'nvgpu|gk20a|mmu'`")
 
+  def synchronize(self, timeout:int|None=None):
+    # after finalize() the signal memory is unmapped; tinygrad's atexit hook and late buffer frees still call this
+    if isinstance(getattr(self, "iface", None), TEGRAIface) and self.iface.closed: return
+    return super().synchronize(timeout)
+
   def finalize(self):
+    """Close the device: wait for the GPU, then release every buffer, channel, the TSG, address space and fds."""
+    if isinstance(self.iface, TEGRAIface) and self.iface.closed: return
     super().finalize()
     if isinstance(self.iface, TEGRAIface): self.iface.device_fini()

@@ -1,0 +1,171 @@
+"""tinygrad's public API on DEV=TEGRA+NV, with the fake nvgpu/nvmap driver underneath (backend.fake_driver).
+
+Each scenario runs in a fresh interpreter: a tinygrad device is opened once per process and caches global state, and the
+rest of the repository's tests must not see an NV device. The fake GPU cannot run PTX, so data checks use the copy
+engine (which it does execute); kernels are checked through their QMDs and semaphore releases.
+"""
+import os, subprocess, sys, textwrap
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRELUDE = """
+import os, numpy as np
+from backend.fake_driver import FakeTegra, install_fake_compiler
+fake = FakeTegra().install()
+import backend; backend.install(); install_fake_compiler()
+from tinygrad import Tensor, Device, TinyJit, dtypes
+"""
+
+def run(body:str, prelude:str=PRELUDE, timeout:int=120, **env) -> str:
+  e = {**os.environ, "DEV": "TEGRA+NV", "PARALLEL": "0", "HCQDEV_WAIT_TIMEOUT_MS": "5000", "PYTHONPATH": ROOT, **env}
+  p = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(body)], cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout)
+  assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+  return p.stdout
+
+def test_device_opens_with_tegra_interface_and_bringup_order():
+  out = run("""
+    d = Device["NV"]
+    assert type(d).__name__ == "NVDevice" and type(d.iface).__name__ == "TEGRAIface", type(d.iface)
+    assert d.arch == "sm_87", d.arch
+    c = fake.calls
+    order = ["NVGPU_GPU_IOCTL_GET_CHARACTERISTICS", "NVGPU_GPU_IOCTL_ALLOC_AS", "NVGPU_AS_IOCTL_ALLOC_SPACE", "NVGPU_GPU_IOCTL_OPEN_TSG",
+             "NVGPU_TSG_IOCTL_CREATE_SUBCONTEXT", "NVGPU_GPU_IOCTL_OPEN_CHANNEL", "NVGPU_AS_IOCTL_BIND_CHANNEL", "NVGPU_TSG_IOCTL_BIND_CHANNEL_EX",
+             "NVGPU_IOCTL_CHANNEL_WDT", "NVGPU_IOCTL_CHANNEL_SETUP_BIND", "NVGPU_IOCTL_CHANNEL_ALLOC_OBJ_CTX"]
+    idx = [c.index(n) for n in order]
+    assert idx == sorted(idx), list(zip(order, idx))
+    assert c.count("NVGPU_IOCTL_CHANNEL_SETUP_BIND") == 2   # compute + copy channel, each with its own ring
+    rings = [ch.ring.size for ch in fake.channels.values()]
+    assert rings == [8192, 8192], rings
+    print("OK")
+  """)
+  assert "OK" in out
+
+def test_buffers_1_byte_to_256_mib_round_trip_bit_exactly_and_free():
+  out = run("""
+    d = Device["NV"]
+    base = fake.live()
+    rng = np.random.default_rng(0)
+    for n in [1, 3, 4095, 4097, (2 << 20) + 5, 256 << 20]:
+      x = rng.integers(0, 256, n, dtype=np.uint8)
+      t = Tensor(x, device="NV").realize()
+      y = t.numpy()
+      assert y.dtype == np.uint8 and np.array_equal(x, y), n
+      del t
+    d.allocator.free_cache()
+    assert fake.live() == base, (fake.live(), base)
+    assert fake.copies > 2 * 128   # the 256 MiB went through the copy engine in 2 MiB staging chunks both ways
+    d.finalize()
+    assert fake.live() == {"handles": 0, "cpu_mappings": 0, "fds": 0, "gpu_mappings": 0}, fake.live()
+    print("OK")
+  """, timeout=300)
+  assert "OK" in out
+
+def test_jit_graph_replays_1000_times_with_every_signal_in_order():
+  out = run("""
+    d = Device["NV"]
+    a, b = Tensor.empty(32, 32).realize(), Tensor.empty(32, 32).realize()
+    @TinyJit
+    def step(a, b):
+      x = a
+      for i in range(6): x = (x @ b).relu() + i   # several kernels per replay
+      return x
+    for _ in range(3): step(a, b)
+    d.synchronize()
+    tl, start, n0 = d.timeline_signal.value_addr, d.timeline_value, len(fake.launches)
+    mark = len(fake.releases)
+    for _ in range(1000): step(a, b)
+    d.synchronize()
+    seen = [v for addr, v in fake.releases[mark:] if addr == tl]
+    assert seen == list(range(start, d.timeline_value)), (seen[:5], start, d.timeline_value)
+    assert len(seen) >= 1000
+    launches = fake.launches[n0:]
+    assert len(launches) >= 6 * 1000, len(launches)
+    assert all(l["qmd_releases"] == [0, 0] for l in launches)   # signals come from pushbuffer semaphores, never QMD releases
+    assert all(1 <= l["block"][0] * l["block"][1] * l["block"][2] <= 1024 for l in launches)
+    assert all(ch.error is None for ch in fake.channels.values())
+    print("OK", len(seen), len(launches))
+  """, timeout=300)
+  assert "OK" in out
+
+def test_10000_alloc_free_cycles_leak_nothing():
+  out = run("""
+    from tinygrad.device import Buffer
+    d = Device["NV"]
+    base = fake.live()
+    for i in range(10000):
+      b = Buffer("NV", 1 + (i * 4099) % (1 << 20), dtypes.uint8).allocate()
+      b.deallocate()
+    assert fake.live() == base, (fake.live(), base)
+    d.finalize()
+    assert fake.live() == {"handles": 0, "cpu_mappings": 0, "fds": 0, "gpu_mappings": 0}, fake.live()
+    print("OK")
+  """, LRU="0", timeout=300)
+  assert "OK" in out
+
+def test_missing_node_is_named():
+  out = run("""
+    from backend.fake_driver import FakeTegra, CTRL_PATH
+    FakeTegra(nodes=(CTRL_PATH,), thread=False).install()
+    import backend
+    try: backend.install()
+    except RuntimeError as e: print("ERR", e)
+  """, prelude="")
+  assert "ERR Tegra device node /dev/nvmap is missing" in out
+
+def test_without_nodes_dev_tegra_names_the_missing_node():
+  # the real I/O object on this machine (no Jetson): install() refuses, and tinygrad's interface selection says why
+  out = run("""
+    import backend
+    try: backend.install()
+    except RuntimeError as e: print("INSTALL", e)
+    from backend import tegra
+    from tinygrad.runtime import ops_nv
+    ops_nv.NVDevice = tegra.NVDevice
+    from tinygrad import Device
+    try: Device["NV"]
+    except Exception as e: print("OPEN", e)
+  """, prelude="")
+  assert "INSTALL Tegra device node /dev/nvgpu/igpu0/ctrl is missing" in out
+  assert "OPEN Tegra device node /dev/nvgpu/igpu0/ctrl is missing" in out
+
+@pytest.mark.parametrize("inject,expect", [
+  ("NVMAP_IOC_ALLOC:ENOMEM", "MemoryError Allocation of 1.00 MB failed on NV. Used: 0 B | MemoryError NVMAP_IOC_ALLOC(0x100000): out of GPU memory"),
+  ("NVGPU_AS_IOCTL_MAP_BUFFER_EX:ENOMEM", "MemoryError Allocation of 1.00 MB failed on NV. Used: 0 B | MemoryError AS MAP_BUFFER_EX(0x100000): out of GPU memory"),
+  ("NVMAP_IOC_ALLOC:EINVAL", "TegraError NVMAP_IOC_ALLOC(0x100000) failed with EINVAL: the driver rejected the arguments"),
+  ("NVGPU_AS_IOCTL_MAP_BUFFER_EX:EBUSY", "TegraError AS MAP_BUFFER_EX(0x100000) failed with EBUSY: the GPU or this resource is in use"),
+])
+def test_driver_errors_reach_the_user_clearly_and_leak_nothing(inject, expect):
+  name, code = inject.split(":")
+  out = run(f"""
+    import errno
+    d = Device["NV"]
+    base = fake.live()
+    from tinygrad.device import Buffer
+    fake.inject["{name}"] = [errno.{code}] * 3   # tinygrad's LRU allocator retries once after a MemoryError
+    try: Buffer("NV", 1 << 18, dtypes.float32).allocate()
+    except Exception as e: print(type(e).__name__, e, *(["|", type(e.__cause__).__name__, e.__cause__] if e.__cause__ else []), flush=True)
+    d.finalize()   # a handle or fd left by the failed step would not be known to the device and would survive this
+    assert fake.live() == dict(handles=0, cpu_mappings=0, fds=0, gpu_mappings=0), fake.live()
+  """)
+  assert expect in out, out
+
+def test_device_busy_at_open_is_explained():
+  out = run("""
+    import errno
+    fake.inject["NVGPU_GPU_IOCTL_OPEN_TSG"] = [errno.EBUSY]
+    try: Device["NV"]
+    except Exception as e: print("ERR", e)
+    assert fake.live() == {"handles": 0, "cpu_mappings": 0, "fds": 0, "gpu_mappings": 0}, fake.live()
+  """)
+  assert "ERR OPEN_TSG failed with EBUSY" in out
+
+def test_gpu_fault_reports_the_error_notifier_and_dmesg():
+  out = run("""
+    d = Device["NV"]
+    ch = next(iter(fake.channels.values()))
+    ch.error = "injected MMU fault"
+    fake._fault(ch, ch.error)
+    try: (Tensor.empty(64, device="NV") + 1).realize(); d.synchronize()
+    except RuntimeError as e: print("ERR", e)
+  """, HCQDEV_WAIT_TIMEOUT_MS="300")
+  assert "ERR Tegra GPU hang: channel" in out and "error notifier" in out and "dmesg" in out
