@@ -72,8 +72,10 @@ def hand_coded_optimizations(k):
   return matvec_opts(k) or stock
 
 def _worker_init():
+  """Runs first in every spawned worker: a fresh interpreter, where tinygrad's own initializer is still in place."""
+  from tinygrad.engine import worker
   install(_in_worker=True)
-  _state["orig_worker_init"]()
+  worker._init_worker()
 
 def install(_in_worker:bool=False) -> None:
   """Idempotent. Patches the heuristic in this process and arranges for compile/BEAM workers to patch themselves."""
