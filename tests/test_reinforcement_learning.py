@@ -1,0 +1,295 @@
+"""reinforcement-learning/rl_agents.py: CartPole dynamics against Gymnasium, the two environments
+against each other, the replay ring, TD targets and discounted returns against numpy, and the script
+end to end (--quick, --bench --json, --save/--load, bad input)."""
+import json, os, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+
+os.environ.setdefault("DEV", "CPU")
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "reinforcement-learning" / "rl_agents.py"
+sys.path.insert(0, str(SCRIPT.parent))
+import common  # noqa: E402,F401  (before tinygrad)
+import rl_agents as rl  # noqa: E402
+from tinygrad import Tensor, dtypes  # noqa: E402
+from common.bench import validate  # noqa: E402
+
+
+def balancing_action(obs) -> int:
+  """A hand-made linear controller that keeps the pole up for 500 steps (reaches truncation)."""
+  x, x_dot, theta, theta_dot = obs
+  return int(theta + 0.5 * theta_dot + 0.05 * x + 0.1 * x_dot > 0)
+
+
+def random_states(rng, n):
+  """States spread over the whole observation range, both inside and outside the limits."""
+  return np.stack([rng.uniform(-2.6, 2.6, n), rng.uniform(-3, 3, n), rng.uniform(-0.25, 0.25, n), rng.uniform(-3, 3, n)], 1)
+
+
+# ---- the environment against Gymnasium ----------------------------------------------------------
+
+@pytest.mark.parametrize("policy", ["random", "balancing"])
+def test_numpy_env_matches_gymnasium_episode(policy):
+  gym = pytest.importorskip("gymnasium", reason="gymnasium is a test-only extra: pip install gymnasium")
+  rng = np.random.default_rng(1)
+  for seed in range(3):
+    genv = gym.make("CartPole-v1")
+    gobs, _ = genv.reset(seed=seed)
+    env = rl.CartPole(rng)
+    env.reset()
+    env.state = np.array(genv.unwrapped.state, dtype=np.float64)
+    for t in range(600):
+      action = int(rng.integers(2)) if policy == "random" else balancing_action(gobs)
+      gobs, greward, gterm, gtrunc, _ = genv.step(action)
+      obs, reward, term, trunc = env.step(action)
+      np.testing.assert_allclose(obs, gobs, rtol=1e-6, atol=1e-7)
+      assert (reward, term, trunc) == (greward, gterm, gtrunc), f"seed {seed} step {t}"
+      if gterm or gtrunc: break
+    if policy == "balancing": assert t + 1 == rl.MAX_STEPS and trunc and not term   # the time limit, not a fall
+
+
+def test_batched_env_matches_gymnasium_step():
+  gym = pytest.importorskip("gymnasium", reason="gymnasium is a test-only extra: pip install gymnasium")
+  rng = np.random.default_rng(0)
+  states, actions = random_states(rng, 256).astype(np.float32), rng.integers(0, 2, 256)
+  genv = gym.make("CartPole-v1").unwrapped
+  genv.reset(seed=0)
+  expected, expected_term = [], []
+  for s, a in zip(states, actions):
+    genv.state, genv.steps_beyond_terminated = s.astype(np.float64), None
+    obs, reward, term, trunc, _ = genv.step(int(a))
+    expected.append(obs)
+    expected_term.append(term)
+  env = rl.BatchedCartPole(256)
+  env.state.assign(Tensor(states)).realize()
+  next_obs, reward, term, trunc, length = env.step(Tensor(actions.astype(np.int32)))
+  next_obs, term = next_obs.numpy(), term.numpy()
+  np.testing.assert_allclose(next_obs, np.array(expected), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(reward.numpy(), np.ones(256))
+  expected_term = np.array(expected_term)
+  # float32 against float64: only states within 1e-5 of a limit may disagree
+  near = (np.abs(np.abs(next_obs[:, 0]) - rl.X_LIMIT) < 1e-5) | (np.abs(np.abs(next_obs[:, 2]) - rl.THETA_LIMIT) < 1e-5)
+  np.testing.assert_array_equal(term[~near], expected_term[~near])
+  assert 20 < expected_term.sum() < 236, "the test states should cover both outcomes"
+  assert not trunc.numpy().any()
+
+
+def test_constants_match_gymnasium():
+  gym = pytest.importorskip("gymnasium", reason="gymnasium is a test-only extra: pip install gymnasium")
+  g = gym.make("CartPole-v1")
+  u = g.unwrapped
+  assert (u.gravity, u.masscart, u.masspole, u.length, u.force_mag, u.tau) == (rl.GRAVITY, rl.MASS_CART, rl.MASS_POLE, rl.HALF_LENGTH, rl.FORCE, rl.TAU)
+  assert (u.theta_threshold_radians, u.x_threshold, g.spec.max_episode_steps) == (rl.THETA_LIMIT, rl.X_LIMIT, rl.MAX_STEPS)
+
+
+# ---- the two implementations against each other ------------------------------------------------
+
+def test_numpy_and_batched_env_agree_over_an_episode():
+  rng = np.random.default_rng(3)
+  n = 8
+  envs = [rl.CartPole(rng) for _ in range(n)]
+  for e in envs: e.reset()
+  benv = rl.BatchedCartPole(n)
+  benv.state.assign(Tensor(np.stack([e.state for e in envs]).astype(np.float32))).realize()
+  for t in range(40):   # long enough for some to fall; compare only still-running ones
+    actions = rng.integers(0, 2, n)
+    next_obs, _, term, trunc, length = benv.step(Tensor(actions.astype(np.int32)))
+    next_obs, term, length = next_obs.numpy(), term.numpy(), length.numpy()
+    Tensor.realize(benv.state, benv.steps)
+    for i, e in enumerate(envs):
+      if e.steps < 0: continue
+      obs, _, eterm, etrunc = e.step(int(actions[i]))
+      np.testing.assert_allclose(next_obs[i], obs, rtol=1e-4, atol=1e-5)
+      assert length[i] == e.steps
+      if abs(abs(obs[0]) - rl.X_LIMIT) > 1e-4 and abs(abs(obs[2]) - rl.THETA_LIMIT) > 1e-4: assert term[i] == eterm
+      if eterm: e.steps = -1      # the batched one auto-reset; stop comparing this one
+  assert any(e.steps < 0 for e in envs) and any(e.steps > 0 for e in envs)
+
+
+def test_batched_env_truncation_and_auto_reset():
+  env = rl.BatchedCartPole(3)
+  # env 0: fine, step 499 -> truncated; env 1: about to fall at step 10 -> terminated; env 2: fine, step 10
+  env.state.assign(Tensor([[0.0, 0.0, 0.01, 0.0], [0.0, 0.0, 0.2094, 2.0], [0.0, 0.0, -0.01, 0.0]])).realize()
+  env.steps.assign(Tensor([499, 10, 10], dtype=dtypes.int32)).realize()
+  next_obs, _, term, trunc, length = env.step(Tensor([1, 1, 0], dtype=dtypes.int32))
+  next_obs, term, trunc, length = next_obs.numpy(), term.numpy(), trunc.numpy(), length.numpy()
+  Tensor.realize(env.state, env.steps)
+  assert term.tolist() == [False, True, False] and trunc.tolist() == [True, False, False] and length.tolist() == [500, 11, 11]
+  ref = rl.CartPole(np.random.default_rng(0))
+  ref.state = np.array([0.0, 0.0, 0.2094, 2.0])
+  np.testing.assert_allclose(next_obs[1], ref.step(1)[0], rtol=1e-5)       # the true final state, not the reset one
+  state, steps = env.state.numpy(), env.steps.numpy()
+  assert steps.tolist() == [0, 0, 11]
+  assert np.all(np.abs(state[:2]) <= rl.RESET_BOUND) and not np.allclose(state[1], next_obs[1])
+  np.testing.assert_allclose(state[2], next_obs[2])
+
+
+# ---- DQN pieces against numpy --------------------------------------------------------------------
+
+def small_args(*extra):
+  return rl.parse_args(["--hidden", "16", "--dqn-envs", "4", "--buffer", "12", "--batch", "8", "--learning-starts", "8", *extra])
+
+
+def test_replay_ring_holds_real_transitions_and_wraps():
+  dqn = rl.DQN(small_args())
+  sched = Tensor([1.0, 12.0]).realize()
+  for _ in range(4):     # 16 transitions into a 12-row ring: the 4th write lands on rows 0..3
+    dqn.collect_jit(sched, dqn.memory.ptr_var.bind(dqn.memory.pos), dqn.slot_var.bind(0))
+    dqn.memory.advance()
+  assert (dqn.memory.pos, dqn.memory.size) == (4, 12)
+  rows = dqn.memory.table.numpy()
+  ref = rl.CartPole(np.random.default_rng(0))
+  for row in rows:
+    s, a, r, term, s2 = row[0:4], int(row[4]), row[5], row[6], row[7:11]
+    ref.state = s.astype(np.float64)
+    obs, _, eterm, _ = ref.step(a)
+    np.testing.assert_allclose(s2, obs, rtol=1e-5, atol=1e-6)
+    assert a in (0, 1) and r == 1.0 and term == float(eterm)
+  # the newest write (rows 0..3) continues from the state the third write (rows 8..11) ended in
+  np.testing.assert_allclose(rows[0:4, 0:4], rows[8:12, 7:11], rtol=1e-6)
+
+
+def numpy_q(layers, x):
+  ws = [(l.weight.numpy(), l.bias.numpy()) for l in layers if hasattr(l, "weight")]
+  for i, (w, b) in enumerate(ws):
+    x = x @ w.T + b
+    if i < len(ws) - 1: x = np.maximum(x, 0)
+  return x
+
+
+@pytest.mark.parametrize("double", [False, True])
+def test_td_loss_matches_numpy(double):
+  dqn = rl.DQN(small_args(*(["--double"] if double else []), "--gamma", "0.9"))
+  for p in rl.get_parameters(dqn.target_net): p.assign(p * 0.5 + 0.1).realize()     # make θ⁻ differ from θ
+  rng = np.random.default_rng(0)
+  s, s2 = rng.normal(size=(8, 4)).astype(np.float32), rng.normal(size=(8, 4)).astype(np.float32)
+  a, term = rng.integers(0, 2, 8), np.array([0, 1, 0, 0, 1, 0, 0, 0])
+  rows = np.concatenate([s, a[:, None], np.ones((8, 1)), term[:, None], s2], 1).astype(np.float32)
+  loss = dqn.td_loss(Tensor(rows)).item()
+  q, q_next_t, q_next_online = numpy_q(dqn.q_net, s), numpy_q(dqn.target_net, s2), numpy_q(dqn.q_net, s2)
+  q_next = q_next_t[np.arange(8), q_next_online.argmax(1)] if double else q_next_t.max(1)
+  d = q[np.arange(8), a] - (1.0 + 0.9 * (1 - term) * q_next)
+  huber = np.where(np.abs(d) < 1, 0.5 * d ** 2, np.abs(d) - 0.5)
+  assert loss == pytest.approx(huber.mean(), rel=1e-5)
+
+
+def test_polyak_target_update():
+  dqn = rl.DQN(small_args())
+  before = [p.numpy() for p in rl.get_parameters(dqn.target_net)]
+  for p in dqn.params: p.assign(p + 1.0).realize()
+  dqn.update_target(tau=0.25)
+  for b, o, t in zip(before, dqn.params, rl.get_parameters(dqn.target_net)):
+    np.testing.assert_allclose(t.numpy(), 0.25 * o.numpy() + 0.75 * b, rtol=1e-6)
+
+
+def test_gradient_clipping_bounds_global_norm():
+  from tinygrad import nn
+  w = Tensor([[3.0, 4.0]])
+  opt = nn.optim.SGD([w], lr=1.0)
+  rl.gradient_step((w * Tensor([[30.0, 40.0]])).sum(), [w], opt, clip_norm=5.0)   # gradient (30, 40), norm 50
+  np.testing.assert_allclose(w.numpy(), [[3.0 - 3.0, 4.0 - 4.0]], atol=1e-5)
+
+
+# ---- REINFORCE pieces ------------------------------------------------------------------------------
+
+def test_discounted_returns_match_numpy():
+  agent = rl.Reinforce(rl.parse_args(["--hidden", "8", "--pg-batch", "3", "--gamma", "0.97"]))
+  lengths = [5, 500, 137]
+  mask = np.zeros((rl.MAX_STEPS, 3), np.float32)
+  for i, n in enumerate(lengths): mask[:n, i] = 1
+  got = agent.discounted_returns(Tensor(mask)).numpy()
+  for i, n in enumerate(lengths):
+    expected, g = np.zeros(rl.MAX_STEPS), 0.0
+    for t in reversed(range(n)):
+      g = 1.0 + 0.97 * g
+      expected[t] = g
+    np.testing.assert_allclose(got[:, i], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_reinforce_rollout_records_whole_episodes():
+  agent = rl.Reinforce(rl.parse_args(["--hidden", "8", "--pg-batch", "4"]))
+  lengths = agent.run_episodes()
+  mask = agent.mask_buf.numpy()
+  for i, n in enumerate(lengths):
+    assert 8 <= n <= rl.MAX_STEPS and mask[:int(n), i].all() and not mask[int(n):, i].any()
+  # recorded observations follow the dynamics: s_{t+1} = step(s_t, a_t) while the episode lasts
+  obs, act = agent.obs_buf.numpy(), agent.action_buf.numpy()
+  ref = rl.CartPole(np.random.default_rng(0))
+  for t in range(int(lengths[0]) - 1):
+    ref.state = obs[t, 0].astype(np.float64)
+    np.testing.assert_allclose(ref.step(int(act[t, 0]))[0], obs[t + 1, 0], rtol=1e-5, atol=1e-6)
+
+
+# ---- the script end to end -------------------------------------------------------------------------
+
+def run(*args, timeout=300):
+  env = {**os.environ, "DEV": "CPU"}
+  return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_quick_run_learns_and_checkpoint_round_trips(tmp_path):
+  ckpt = tmp_path / "agents.safetensors"
+  r = run("--quick", "--out", str(tmp_path), "--save", str(ckpt))
+  assert r.returncode == 0, r.stdout + r.stderr
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  for name in ("dqn", "reinforce"):
+    assert summary["agents"][name]["eval_mean"] >= 100, summary   # the stated --quick bar (random play: ~22)
+    assert (tmp_path / f"{name}_curve.png").stat().st_size > 1000
+    assert f"PASS: {name} mean greedy return" in r.stdout
+  r = run("--load", str(ckpt), "--agent", "dqn", "--quick", "--out", str(tmp_path / "loaded"))
+  assert r.returncode == 0, r.stdout + r.stderr
+  assert json.loads((tmp_path / "loaded" / "summary.json").read_text())["agents"]["dqn"]["eval_mean"] >= 100
+
+
+@pytest.mark.slow
+def test_bench_quick_json(tmp_path):
+  out = tmp_path / "bench.json"
+  r = run("--bench", "--quick", "--agent", "dqn", "--dqn-steps", "1200", "--learning-starts", "800", "--json", str(out))
+  assert r.returncode == 0, r.stdout + r.stderr
+  records = validate(json.loads(out.read_text()))
+  cases = {rec["case"] for rec in records}
+  assert {"python env step (numpy, 1 env)", "batched env step N=64", "mlp 4-128-128-2 Adam step B=128"} <= cases
+  assert any(c.startswith("dqn train step B=32") for c in cases) and any(c.startswith("dqn train to solve") for c in cases)
+  assert "| case |" in r.stdout
+
+
+def one_line_error(r, *words):
+  assert r.returncode == 2, r.stdout + r.stderr
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+  for w in words: assert w in lines[0], lines[0]
+
+
+def test_bad_flags(tmp_path):
+  one_line_error(run("--json", str(tmp_path / "x.json")), "--bench")
+  one_line_error(run("--buffer", "1001", "--dqn-envs", "4"), "multiple")
+  one_line_error(run("--eps-start", "0.1", "--eps-end", "0.5"), "--eps-end")
+  one_line_error(run("--dqn-envs", "0"), "must be > 0")
+  one_line_error(run("--gamma", "1.5"), "between 0 and 1")
+  assert not any(tmp_path.iterdir())
+
+
+def test_bad_checkpoints(tmp_path):
+  one_line_error(run("--load", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "o")), "no such file")
+  junk = tmp_path / "junk.safetensors"
+  junk.write_bytes(b"not a safetensors file at all")
+  one_line_error(run("--load", str(junk), "--out", str(tmp_path / "o")), "not a readable safetensors")
+  from common.files import save_checkpoint
+  only_dqn = tmp_path / "dqn_only.safetensors"
+  dqn = rl.DQN(small_args())
+  save_checkpoint({f"dqn.{k}": v for k, v in dqn.state_dict().items()}, only_dqn, {"hidden": 16})
+  one_line_error(run("--load", str(only_dqn), "--agent", "reinforce", "--out", str(tmp_path / "o")), "no reinforce agent")
+  assert not (tmp_path / "o").exists()
+
+
+def test_rollout_acts_with_the_current_weights():
+  """A policy pushed to 'always right' must show up in the next rollout (the JIT must not keep the init)."""
+  agent = rl.Reinforce(rl.parse_args(["--hidden", "8", "--pg-batch", "4"]))
+  agent.run_episodes()
+  agent.update_jit()
+  agent.policy_head.bias.assign(Tensor([-100.0, 100.0])).realize()
+  lengths = agent.run_episodes()
+  actions = agent.action_buf.numpy()
+  assert all(actions[:int(n), i].all() for i, n in enumerate(lengths)) and lengths.max() < 15
