@@ -58,7 +58,7 @@ in fp16 reads 2.5 GB per token, so ≤ 41 tok/s at 102 GB/s; int8 ≤ 82 tok/s.
 """
 from __future__ import annotations
 import argparse, json, math, os, subprocess, sys, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import common                      # first: turns NV=1 / CUDA=1 into DEV=... before tinygrad reads it
@@ -77,6 +77,7 @@ MODES = ("quantize", "distill", "memory", "fusion", "beam", "llm")
 # Jetson Orin AGX 64GB: datasheet memory and peak bandwidth, and the effective bandwidth the repo's reference
 # measurements reach. Inputs to the planner, not measurements of this run.
 ORIN_MEMORY_GB, ORIN_EFFECTIVE_GBS, ORIN_PEAK_GBS = 64.0, 102.0, 204.8
+TIMED = {"iters": 10, "max_seconds": 2.0}     # steady-state samples per timed case (--quick: fewer)
 BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "q6_k": 6.5625 / 8}   # Q6_K: 6.5625 bits per weight
 
 
@@ -94,7 +95,7 @@ def bench_matmul(bench: Bench, sizes: list[int]) -> None:
     for name, dt in (("fp32", dtypes.float32), ("fp16", dtypes.half)):
       a, b = Tensor.randn(n, n, dtype=dt).realize(), Tensor.randn(n, n, dtype=dt).realize()
       matmul = TinyJit(lambda a, b: (a @ b).realize())
-      bench.run(f"matmul {n} {name}", lambda: matmul(a, b), rate=(2 * n**3 / 1e9, "GFLOP/s"), warmup=3, iters=10, max_seconds=2.0)
+      bench.run(f"matmul {n} {name}", lambda: matmul(a, b), rate=(2 * n**3 / 1e9, "GFLOP/s"), warmup=3, **TIMED)
 
 
 def cnn_init(width: int) -> dict[str, Tensor]:
@@ -105,7 +106,7 @@ def cnn_init(width: int) -> dict[str, Tensor]:
 
 @dataclass
 class Int8Weight:
-  """A weight stored as int8 codes with one scale per output channel (row 0 of the weight)."""
+  """A weight stored as int8 codes with one scale per output channel (axis 0 of the weight)."""
   q: Tensor        # int8, the weight's shape (out, ...)
   scale: Tensor    # (out,), in the compute dtype
 
@@ -199,7 +200,7 @@ def trained_cnn(args, data, out: Path) -> tuple[dict[str, Tensor], list[float]]:
 
 
 def run_quantize(args, bench: Bench, out: Path, data, summary: dict) -> tuple[bool, dict]:
-  sizes = args.sizes or ([256, 512] if args.quick else [256, 512, 1024] if on_cpu() else [256, 512, 1024, 2048, 4096])
+  sizes = args.sizes or ([128, 256] if args.quick else [256, 512, 1024] if on_cpu() else [256, 512, 1024, 2048, 4096])
   bench_matmul(bench, sizes)
   w32, _ = trained_cnn(args, data, out)
   X_test, y_test = data[2], data[4]
@@ -210,7 +211,7 @@ def run_quantize(args, bench: Bench, out: Path, data, summary: dict) -> tuple[bo
     acc = accuracy(cnn_forward, w, X_test, y_test, act_dtype(precision))
     xb = X_test[:batch].cast(act_dtype(precision)).realize()
     infer = TinyJit(lambda x: cnn_forward(w, x).realize())
-    rec = bench.run(f"cnn {precision} b={batch}", lambda: infer(xb), rate=(batch, "images/s"), iters=10, max_seconds=2.0)
+    rec = bench.run(f"cnn {precision} b={batch}", lambda: infer(xb), rate=(batch, "images/s"), **TIMED)
     results[precision] = {"accuracy": acc, "weight_bytes": weight_nbytes(w), "latency_ms": rec["median_ms"], "images_per_s": rec["value"]}
     rows.append(f"| {precision} | {acc * 100:.2f} % | {weight_nbytes(w):,} | {rec['median_ms']:.3g} | {rec['value']:,.0f} |")
   print(f"\n### digit CNN (width {args.width}, {n_params(w32):,} params) on {Device.DEFAULT}, {len(y_test)} held-out digits, batch {batch}\n")
@@ -261,7 +262,7 @@ def run_distill(args, bench: Bench, out: Path, data, summary: dict, teacher: dic
   student = w
   for name, w in (("teacher", teacher), ("student", student)):
     infer = TinyJit(lambda x, w=w: cnn_forward(w, x).realize())
-    lat[name] = bench.run(f"{name} fp32 b={batch}", lambda: infer(xb), rate=(batch, "images/s"), iters=10, max_seconds=2.0)["median_ms"]
+    lat[name] = bench.run(f"{name} fp32 b={batch}", lambda: infer(xb), rate=(batch, "images/s"), **TIMED)["median_ms"]
   mean = {k: float(np.mean(v)) * 100 for k, v in acc.items()}
   std = {k: float(np.std(v)) * 100 for k, v in acc.items()}
   delta = mean["distilled"] - mean["alone"]
@@ -749,9 +750,9 @@ def run_fusion(args, bench: Bench, summary: dict) -> bool:
     k_u, b_u = count_kernels(unfused)
     minimum = sum(t.nbytes() for t in inputs) + out.nbytes()
     jit_f, jit_u = TinyJit(lambda *t: expr(*t, fused_r).realize()), TinyJit(lambda *t: expr(*t, unfused_r).realize())
-    t_f = bench.run(f"{name}: fused, JIT", lambda: jit_f(*inputs), iters=20, max_seconds=2.0)["median_ms"]
-    t_u = bench.run(f"{name}: unfused, JIT", lambda: jit_u(*inputs), iters=20, max_seconds=2.0)["median_ms"]
-    t_e = bench.run(f"{name}: fused, eager", lambda: fused().realize(), iters=20, max_seconds=2.0)["median_ms"]
+    t_f = bench.run(f"{name}: fused, JIT", lambda: jit_f(*inputs), **TIMED)["median_ms"]
+    t_u = bench.run(f"{name}: unfused, JIT", lambda: jit_u(*inputs), **TIMED)["median_ms"]
+    t_e = bench.run(f"{name}: fused, eager", lambda: fused().realize(), **TIMED)["median_ms"]
     rows.append(f"| {name} | {k_f} | {k_u} | {b_f / 1e6:.2f} | {b_u / 1e6:.2f} | {minimum / 1e6:.2f} | {t_f:.3g} | {t_u:.3g} | {t_e:.3g} |")
     results.append({"expr": name, "kernels_fused": k_f, "kernels_unfused": k_u, "bytes_fused": b_f, "bytes_unfused": b_u, "bytes_min": minimum,
                     "ms_fused_jit": t_f, "ms_unfused_jit": t_u, "ms_fused_eager": t_e})
@@ -768,7 +769,7 @@ def run_fusion(args, bench: Bench, summary: dict) -> bool:
 # ================================================================================================
 
 def beam_kernels(quick: bool) -> list[tuple[str, object, list[Tensor]]]:
-  n, d = (128, 256) if quick else ((256, 1024) if on_cpu() else (1024, 2048))
+  n, d = (128, 256) if quick or on_cpu() else (1024, 2048)      # a CPU's search compiles every candidate with clang: keep it small
   H = lambda *s: Tensor.randn(*s, dtype=dtypes.half).realize()
   return [(f"matmul {n}x{n} fp16", lambda a, b: a @ b, [H(n, n), H(n, n)]),
           (f"matvec 1x{d} @ {d}x{4 * d} fp16", lambda x, w: x @ w.T, [H(1, d), H(4 * d, d)]),
@@ -780,7 +781,7 @@ def beam_worker(args) -> int:
   bench = Bench(PROJECT)
   for name, fn, inputs in beam_kernels(args.quick):
     jit = TinyJit(lambda *t, fn=fn: fn(*t).realize())
-    bench.run(f"{name} BEAM={os.environ.get('BEAM', '0')}", lambda: jit(*inputs), warmup=2, iters=20, max_seconds=2.0)
+    bench.run(f"{name} BEAM={os.environ.get('BEAM', '0')}", lambda: jit(*inputs), warmup=2, **TIMED)
   save_json({"records": bench.records}, args.json)
   return 0
 
@@ -823,7 +824,7 @@ def run_bench(args, bench: Bench) -> None:
     w = to_precision(w32, precision)
     xb = Tensor.rand(batch, 1, 28, 28, dtype=act_dtype(precision)).realize()
     infer = TinyJit(lambda x, w=w: cnn_forward(w, x).realize())
-    bench.run(f"cnn {precision} b={batch}", lambda: infer(xb), rate=(batch, "images/s"), iters=10, max_seconds=2.0)
+    bench.run(f"cnn {precision} b={batch}", lambda: infer(xb), rate=(batch, "images/s"), **TIMED)
   res = run_llm_decode(args, bench)
   for p, r in res["runs"].items(): print(f"llm decode {p}: {r['achieved_GBps']:.3g} GB/s = {100 * r['fraction_of_copy_bw']:.1f} % of copy bandwidth")
 
@@ -849,8 +850,8 @@ def parse_args(argv=None):
   q.add_argument("--student-width", type=int, default=4, help="channels in the first conv of the student CNN")
   q.add_argument("--temperature", type=positive_float, default=4.0, help="distillation temperature T")
   q.add_argument("--alpha", type=probability, default=0.7, help="weight of the soft-target term (1 - alpha on the hard labels)")
-  q.add_argument("--beams", type=beam_levels, default=None, help="BEAM levels to compare (default 0,1,2,4; --quick 0,1)")
-  q.add_argument("--llm-config", dest="llm_config_text", default=None, help=f"preset ({', '.join(LLAMA_CONFIGS)}) or dim,layers,heads,kv_heads,hidden,vocab (default llama3.2-1b; --quick tiny)")
+  q.add_argument("--beams", type=beam_levels, default=None, help="BEAM levels to compare (default 0,1,2,4 on a GPU, 0,1,2 on a CPU; --quick 0,1)")
+  q.add_argument("--llm-config", dest="llm_config_text", default=None, help=f"preset ({', '.join(LLAMA_CONFIGS)}) or dim,layers,heads,kv_heads,hidden,vocab (default llama3.2-1b on a GPU, small on a CPU; --quick tiny)")
   q.add_argument("--llm-tokens", type=int, default=32, help="tokens decoded per timed run")
   q.add_argument("--copy-mib", type=int, default=None, help="buffer size for the copy-bandwidth measurement (default 1024 on a GPU, 256 on a CPU)")
   p.add_argument("--worker", choices=("llm", "beam"), default=None, help=argparse.SUPPRESS)
@@ -859,11 +860,11 @@ def parse_args(argv=None):
     if getattr(args, name) <= 0: p.error(f"--{name.replace('_', '-')} must be > 0")
   if args.copy_mib is not None and args.copy_mib <= 0: p.error("--copy-mib must be > 0")
   if args.train_size < 500: p.error("--train-size must be at least 500 (the teacher logits are computed in batches of 500)")
-  args.llm_config_text = args.llm_config_text or ("tiny" if args.quick else "llama3.2-1b")
-  try: args.llm_config = parse_llama_config(args.llm_config_text)
-  except argparse.ArgumentTypeError as e: p.error(f"argument --llm-config: {e}")
+  if args.llm_config_text is not None:
+    try: parse_llama_config(args.llm_config_text)
+    except argparse.ArgumentTypeError as e: p.error(f"argument --llm-config: {e}")
   if args.llm_tokens + 8 > 100_000: p.error("--llm-tokens is too large")
-  args.beams = args.beams or ([0, 1] if args.quick else [0, 1, 2, 4])
+  args.beams = args.beams or ([0, 1] if args.quick else None)    # None: 0,1,2,4 (0,1,2 on a CPU), settled once the device is known
   return args
 
 
@@ -871,7 +872,12 @@ def main() -> int:
   args = parse_args()
   common.seed_all(args.seed)
   open_device()
+  if args.quick: TIMED.update(iters=5, max_seconds=0.3)
   if args.copy_mib is None: args.copy_mib = 64 if args.quick else 256 if on_cpu() else 1024
+  if args.beams is None: args.beams = [0, 1, 2] if on_cpu() else [0, 1, 2, 4]
+  # a CPU spends minutes just drawing 1.2 B random weights: default to the small shape there
+  args.llm_config_text = args.llm_config_text or ("tiny" if args.quick else "small" if on_cpu() else "llama3.2-1b")
+  args.llm_config = parse_llama_config(args.llm_config_text)
   if args.worker == "llm": return llm_worker(args)
   if args.worker == "beam": return beam_worker(args)
   if args.json and (args.json.endswith(os.sep) or os.path.isdir(args.json)): raise UserError(f"--json {args.json} names a folder, not a file")

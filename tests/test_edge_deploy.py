@@ -188,9 +188,9 @@ def test_llm_decode_with_kv_cache_matches_numpy(dtype, tol):
 # ---- end to end -------------------------------------------------------------------------------
 
 def test_quick_demo_passes_its_checks(tmp_path):
-  r = run("--quantize", "--memory", "--fusion", "--llm", "--quick", "--out", str(tmp_path), "--save", str(tmp_path / "cnn.safetensors"), timeout=400)
+  r = run("--quantize", "--memory", "--llm", "--quick", "--out", str(tmp_path), "--save", str(tmp_path / "cnn.safetensors"), timeout=400)
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-  assert "FAIL" not in r.stdout and r.stdout.count("PASS") >= 6
+  assert "FAIL" not in r.stdout and r.stdout.count("PASS") >= 5
   s = json.loads((tmp_path / "summary.json").read_text())
   assert s["quantize"]["fp32"]["accuracy"] >= 0.8
   assert s["quantize"]["int8"]["weight_bytes"] < 0.3 * s["quantize"]["fp32"]["weight_bytes"]
@@ -241,3 +241,13 @@ def test_checkpoint_of_the_wrong_model_is_refused(tmp_path):
   garbage.write_bytes(b"not a checkpoint")
   r = run("--quantize", "--quick", "--load", str(garbage), "--sizes", "64", "--out", str(tmp_path))
   assert r.returncode == 2 and "safetensors" in r.stderr
+
+
+def test_torch_reference_runs_the_same_workload(tmp_path):
+  pytest.importorskip("torch")
+  dest = tmp_path / "torch.json"
+  r = subprocess.run([sys.executable, str(ROOT / "edge-deploy" / "torch_reference.py"), "--quick", "--json", str(dest)], cwd=ROOT,
+                     capture_output=True, text=True, timeout=240)
+  assert r.returncode == 0, r.stderr[-2000:]
+  records = validate(json.loads(dest.read_text()))
+  assert {x["case"] for x in records} >= {"matmul 128 fp16", "llm decode fp16"} and records[0]["device"].startswith("torch:")

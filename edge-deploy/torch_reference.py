@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""PyTorch baseline for edge_optimize.py: the same matmuls, the same copy-bandwidth stream and the same
+LLaMA-shaped fp16 decode step (random weights, KV cache, batch 1, greedy), timed with the repo's harness
+so `common.compare` can put tinygrad and PyTorch side by side.
+
+    python3 edge-deploy/torch_reference.py --json out/edge-torch.json            # CUDA if present, else CPU
+    python3 edge-deploy/torch_reference.py --llm-config tiny --quick             # seconds on a CPU
+
+PyTorch runs eagerly here (no torch.compile, no CUDA graphs): the baseline a user gets by default.
+Optional: torch is not a dependency of this repo; without it the script says so and exits with status 2.
+"""
+from __future__ import annotations
+import importlib.util, math, sys
+from pathlib import Path
+
+import common
+from common import UserError
+from common.bench import Bench
+from common.cli import int_list
+
+PROJECT = "edge-deploy"
+
+
+def load_edge_optimize():
+  """The tinygrad script's model shapes (LLAMA_CONFIGS, parse_llama_config), so both sides decode the same model."""
+  spec = importlib.util.spec_from_file_location("edge_optimize", Path(__file__).with_name("edge_optimize.py"))
+  mod = importlib.util.module_from_spec(spec)
+  sys.modules["edge_optimize"] = mod
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def main() -> int:
+  p = common.project_parser(PROJECT, __doc__)
+  p.add_argument("--sizes", type=int_list, default=None, help="matmul sizes (default 256,1024,4096 on CUDA, 256,1024 on CPU)")
+  p.add_argument("--llm-config", default=None, help="preset or dim,layers,heads,kv_heads,hidden,vocab (default llama3.2-1b on CUDA, small on CPU)")
+  p.add_argument("--llm-tokens", type=int, default=32, help="tokens decoded in the timed run")
+  p.add_argument("--copy-mib", type=int, default=None, help="stream buffer MiB (default 1024 on CUDA, 256 on CPU)")
+  args = p.parse_args()
+  try:
+    import torch
+  except ImportError:
+    raise UserError("PyTorch is not installed (pip install torch); it is only needed for this optional baseline")
+  eo = load_edge_optimize()
+  dev = "cuda" if torch.cuda.is_available() else "cpu"
+  sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+  torch.manual_seed(args.seed)
+  bench = Bench(PROJECT, device="torch:" + dev, renderer="torch " + torch.__version__)
+  timed = {"iters": 5, "max_seconds": 0.3} if args.quick else {"iters": 10, "max_seconds": 2.0}
+
+  # matmul GFLOP/s: inputs on the device before timing, synchronized around every call
+  sizes = args.sizes or ([128] if args.quick else [256, 1024, 4096] if dev == "cuda" else [256, 1024])
+  for n in sizes:
+    for name, dt in (("fp32", torch.float32), ("fp16", torch.float16)):
+      a, b = torch.randn(n, n, dtype=dt, device=dev), torch.randn(n, n, dtype=dt, device=dev)
+      bench.run(f"matmul {n} {name}", lambda: a @ b, rate=(2 * n**3 / 1e9, "GFLOP/s"), sync=sync, **timed)
+
+  # copy bandwidth: y = x + 1 over float32, read + write
+  mib = args.copy_mib or (64 if args.quick else 1024 if dev == "cuda" else 256)
+  x = torch.ones(mib * 2**20 // 4, device=dev)
+  copy = bench.run(f"stream y=x+1 {mib} MiB", lambda: x + 1, rate=(2 * x.numel() * 4 / 1e9, "GB/s"), sync=sync, **timed)["value"]
+  del x
+
+  # LLaMA-shaped decode in fp16 with a KV cache, the same math as edge_optimize.llama_decode
+  text = args.llm_config or ("tiny" if args.quick else "llama3.2-1b" if dev == "cuda" else "small")
+  try: cfg = eo.parse_llama_config(text)
+  except Exception as e: raise UserError(f"--llm-config: {e}")
+  H, Hkv, hd, d, ctx = cfg.heads, cfg.kv_heads, cfg.hd, cfg.dim, args.llm_tokens + 8
+  half = torch.float16
+  R = lambda *s: (torch.randn(*s, dtype=half, device=dev) * 0.02)
+  w = {"embed": R(cfg.vocab, d), "norm": torch.ones(d, dtype=half, device=dev)}
+  for i in range(cfg.layers):
+    w |= {f"{i}.wq": R(H * hd, d), f"{i}.wk": R(Hkv * hd, d), f"{i}.wv": R(Hkv * hd, d), f"{i}.wo": R(d, H * hd),
+          f"{i}.w_gate": R(cfg.hidden, d), f"{i}.w_up": R(cfg.hidden, d), f"{i}.w_down": R(d, cfg.hidden),
+          f"{i}.attn_norm": torch.ones(d, dtype=half, device=dev), f"{i}.ffn_norm": torch.ones(d, dtype=half, device=dev)}
+  if not cfg.tied: w["head"] = R(cfg.vocab, d)
+  caches = [torch.zeros(2, Hkv, ctx, hd, dtype=half, device=dev) for _ in range(cfg.layers)]
+  inv = 1.0 / cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float64, device=dev) / hd)
+  ang = torch.arange(ctx, dtype=torch.float64, device=dev)[:, None] * inv[None]
+  cos_t, sin_t = ang.cos().float(), ang.sin().float()
+
+  def norm(x, g): return (x.float() * torch.rsqrt(x.float().square().mean(-1, keepdim=True) + cfg.norm_eps)).to(half) * g
+  def rope(x, c, s):
+    x1, x2 = x[..., :hd // 2].float(), x[..., hd // 2:].float()
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], -1).to(half)
+
+  @torch.no_grad()
+  def step(token, pos):
+    x = w["embed"][token].reshape(1, d)
+    c, s = cos_t[pos], sin_t[pos]
+    for i in range(cfg.layers):
+      h = norm(x, w[f"{i}.attn_norm"])
+      q = rope((h @ w[f"{i}.wq"].T).reshape(H, hd), c, s)
+      k = rope((h @ w[f"{i}.wk"].T).reshape(Hkv, hd), c, s)
+      v = (h @ w[f"{i}.wv"].T).reshape(Hkv, hd)
+      caches[i][0, :, pos], caches[i][1, :, pos] = k, v
+      keys, values = caches[i][0, :, :pos + 1].float(), caches[i][1, :, :pos + 1].float()
+      scores = q.reshape(Hkv, H // Hkv, hd).float() @ keys.transpose(-1, -2) / math.sqrt(hd)
+      x = x + (scores.softmax(-1) @ values).reshape(1, H * hd).to(half) @ w[f"{i}.wo"].T
+      h = norm(x, w[f"{i}.ffn_norm"])
+      x = x + (torch.nn.functional.silu(h @ w[f"{i}.w_gate"].T) * (h @ w[f"{i}.w_up"].T)) @ w[f"{i}.w_down"].T
+    return (norm(x, w["norm"]) @ w["embed" if cfg.tied else "head"].T).float().argmax(-1)
+
+  state = {"token": torch.tensor([1], device=dev), "pos": 0}
+  def one_token():
+    state["token"] = step(state["token"], state["pos"])
+    state["pos"] += 1
+  bytes_per_token = (cfg.params_read_per_token() * 2 + cfg.kv_bytes(args.llm_tokens // 2))
+  rec = bench.run("llm decode fp16", one_token, rate=(1, "tok/s"), warmup=2, iters=max(3, args.llm_tokens - 3), sync=sync,
+                  bytes_per_token=bytes_per_token)
+  rec["achieved_GBps"] = bytes_per_token / rec["median_ms"] * 1e3 / 1e9
+  rec["fraction_of_copy_bw"] = rec["achieved_GBps"] / copy
+  bench.print(f"{PROJECT} PyTorch reference ({text})")
+  print(f"\nllm decode fp16: {rec['achieved_GBps']:.3g} GB/s = {100 * rec['fraction_of_copy_bw']:.1f} % of the {copy:.3g} GB/s copy bandwidth")
+  bench.write_json(args.json)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(common.run_main(main))
