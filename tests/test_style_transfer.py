@@ -331,3 +331,23 @@ def test_bad_inputs_are_one_line_errors(tmp_path, monkeypatch, capsys):
   assert not (tmp_path / "o" / "result.png").exists()
   # and once as users run it, as a file in a fresh process
   assert_one_line_error(run_script("--content", str(not_image), "--out", str(tmp_path / "o")), "cannot be read as an image")
+
+
+def test_torch_reference_without_torch_is_one_line_error():
+  if importlib.util.find_spec("torch") is not None: pytest.skip("torch is installed: the reference would run, not fail")
+  env = {**os.environ, "DEV": "CPU"}
+  proc = subprocess.run([sys.executable, str(ROOT / "style-transfer" / "torch_reference.py"), "--quick"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120, env=env)
+  assert_one_line_error(proc, "PyTorch is not installed")
+
+
+def test_real_torch_checkpoints_round_trip(tmp_path, good_state):
+  """With torch installed (a test-only extra): a file torch.save wrote loads here, and the file our
+  torch-free writer produced is one torch.load accepts."""
+  torch = pytest.importorskip("torch")
+  torch.save({k: torch.from_numpy(v) for k, v in good_state.items()}, tmp_path / "real.pth")
+  loaded = st.load_vgg19_weights(str(tmp_path / "real.pth"))
+  np.testing.assert_array_equal(loaded["features.25.weight"].numpy(), good_state["features.25.weight"])
+  write_torch_pth({k: good_state[k] for k in ("features.0.weight", "features.0.bias")}, tmp_path / "ours.pth")
+  back = torch.load(tmp_path / "ours.pth", weights_only=True)
+  np.testing.assert_array_equal(back["features.0.weight"].numpy(), good_state["features.0.weight"])
