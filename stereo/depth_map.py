@@ -611,7 +611,7 @@ def bench_configs(args) -> dict[str, MatchConfig]:
 
 def run_bench(args, eval_pair) -> int:
   from common.bench import Bench
-  sizes = args.sizes or ([(96, 64)] if args.quick else [(320, 240), (640, 480), (1280, 720)])
+  sizes = args.sizes or ([(64, 48)] if args.quick else [(320, 240), (640, 480), (1280, 720)])
   disparities = args.disparities or ([16] if args.quick else [64, 128])
   iters, max_s = (3, 5.0) if args.quick else (10, 20.0)
   bench, accuracy = Bench(PROJECT), []
