@@ -50,11 +50,14 @@ Flags worth trying: --llm-config llama3.2-3b | tiny | "dim,layers,heads,kv_heads
 --temperature and --alpha for distillation; --sizes for the matmul sweep; --beams 0,2.
 Every mode writes its tables to out/edge-deploy/summary.json (and PNGs), --json writes the timing records.
 
-What to expect (measured on a shared 2-core x86 CPU with DEV=CPU, see README.md for the numbers and
-commands): the CNN reaches ≥ 97 % on held-out synthetic digits in fp32, fp16 and int8 alike, with int8
-weights at ~1/4 of the fp32 bytes; fusion cuts kernels 3-10× and bytes moved with them; the planner
-agrees with tinygrad's allocator within a few %. On an Orin (expected, not measured here): LLaMA 3.2 1B
-in fp16 reads 2.5 GB per token, so ≤ 41 tok/s at 102 GB/s; int8 ≤ 82 tok/s.
+What to expect (measured with DEV=CPU on a shared, heavily loaded 2-core x86 VM: `--all`, see README.md
+for every table and the commands): the CNN reaches 99.75 % on 2000 held-out synthetic digits in fp32,
+fp16 and int8 alike, int8 weights taking 25 % of the fp32 bytes; the 4x narrower student reaches ~98.4 %
+with or without distillation (on these easy digits soft targets did not help: -0.2 pts, within seed
+noise); the planner matches tinygrad's allocator within 0.5 %; fusion cuts kernels 1.5-5x and bytes
+moved 1.6-5.5x. A CPU has no fast fp16 path, so fp16 runs *slower* there; the 2x is a GPU property.
+On an Orin (planned, not measured): LLaMA 3.2 1B fp16 reads 2.5 GB per token, so decode is bounded
+by ~41 tok/s at 102 GB/s with a short context (37 tok/s with an 8k-token KV cache); int8 roughly doubles it.
 """
 from __future__ import annotations
 import argparse, json, math, os, subprocess, sys, time
@@ -511,9 +514,9 @@ def print_llm_table(cfg_name: str, per_fix: dict[str, dict]) -> None:
 
 
 def run_llm(args, bench: Bench, summary: dict) -> bool:
-  """Run the decode twice in fresh processes, MATVEC_FIX=0 and =1, so the fix is the only difference."""
+  """Run the decode in fresh processes, MATVEC_FIX=0 and =1, so the fix is the only difference."""
   per_fix, out = {}, out_dir(args.out)
-  for fix in ("0", "1"):
+  for fix in (("0", "1") if args.matvec_fix == "both" else (args.matvec_fix,)):
     dest = out / f"llm_matvec_fix{fix}.json"
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "llm", "--json", str(dest), "--out", args.out, "--seed", str(args.seed),
            "--llm-config", args.llm_config_text, "--llm-tokens", str(args.llm_tokens), "--copy-mib", str(args.copy_mib)]
@@ -524,10 +527,12 @@ def run_llm(args, bench: Bench, summary: dict) -> bool:
     per_fix[fix] = doc["llm"]
     for r in doc["records"]: bench.records.append({**r, "case": f"{r['case']} (MATVEC_FIX={fix})", "matvec_fix": fix})
   print_llm_table(args.llm_config_text, per_fix)
+  if not any(res.get("available", True) for res in per_fix.values()): raise UserError("MATVEC_FIX=1 asked for, but the fix is not available")
   best = max(r["fraction_of_copy_bw"] for res in per_fix.values() if res.get("available", True) for r in res["runs"].values())
   print(f"\nBest achieved bandwidth: {100 * best:.1f} % of the copy bandwidth measured on this device (goal on a GPU: ≥ 50 %).")
   summary["llm"] = per_fix
-  return check("int8 vs fp16 first-token logits, max |difference| / max |logit|", per_fix["0"]["int8_vs_fp16_rel_err"], 0.15, higher_is_better=False)
+  rel_err = max(res["int8_vs_fp16_rel_err"] for res in per_fix.values() if res.get("available", True))
+  return check("int8 vs fp16 first-token logits, max |difference| / max |logit|", rel_err, 0.15, higher_is_better=False)
 
 
 def llm_worker(args) -> int:
@@ -851,8 +856,9 @@ def parse_args(argv=None):
   q.add_argument("--temperature", type=positive_float, default=4.0, help="distillation temperature T")
   q.add_argument("--alpha", type=probability, default=0.7, help="weight of the soft-target term (1 - alpha on the hard labels)")
   q.add_argument("--beams", type=beam_levels, default=None, help="BEAM levels to compare (default 0,1,2,4 on a GPU, 0,1,2 on a CPU; --quick 0,1)")
-  q.add_argument("--llm-config", dest="llm_config_text", default=None, help=f"preset ({', '.join(LLAMA_CONFIGS)}) or dim,layers,heads,kv_heads,hidden,vocab (default llama3.2-1b on a GPU, small on a CPU; --quick tiny)")
+  q.add_argument("--llm-config", dest="llm_config_text", metavar="NAME|SIZES", default=None, help=f"preset ({', '.join(LLAMA_CONFIGS)}) or dim,layers,heads,kv_heads,hidden,vocab (default llama3.2-1b on a GPU, small on a CPU; --quick tiny)")
   q.add_argument("--llm-tokens", type=int, default=32, help="tokens decoded per timed run")
+  q.add_argument("--matvec-fix", choices=("0", "1", "both"), default="both", help="--llm: decode with MATVEC_FIX=0, =1 or both (one subprocess each)")
   q.add_argument("--copy-mib", type=int, default=None, help="buffer size for the copy-bandwidth measurement (default 1024 on a GPU, 256 on a CPU)")
   p.add_argument("--worker", choices=("llm", "beam"), default=None, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
