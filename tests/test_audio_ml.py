@@ -220,7 +220,7 @@ def test_spec_augment_masks_one_band_and_one_span():
 
 # ---- the script end to end -----------------------------------------------------------------------
 
-def run(*args, timeout=240):
+def run(*args, timeout=900):      # generous: a loaded shared CPU is many times slower than an idle one
   env = {**os.environ, "DEV": os.environ.get("DEV", "CPU")}
   return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
