@@ -27,11 +27,12 @@ THE PIPELINE (all tinygrad, the whole pipeline one TinyJit; shapes for an H×W p
          edges) at a price; subtracting min_k keeps the numbers bounded. A = Σ_r L_r over --paths 4
          (→ ← ↓ ↑) or 8 (plus the diagonals).
          The recurrence is sequential along a path, so speed comes from width: every step processes
-         ALL lanes (rows for → ←, columns for ↓ ↑) of ALL directions and ALL disparities in one
-         kernel, state (G, S, D) with S = max(H, W), G = paths. The costs are rearranged once into a
-         (S, G, S, D) buffer so step i reads the contiguous slice [i]; a realized contiguous slice of a
-         realized buffer is a view of the same memory, so every step runs the SAME compiled kernel on
-         a different address: one compile, S launches, all captured by TinyJit and replayed.
+         ALL lanes (rows for → ←, columns for ↓ ↑ and the diagonals) of ALL directions and ALL
+         disparities at once, state (G, S, D) with S = max(H, W), G = paths, in two small kernels (the
+         min over d, then the update). The costs are rearranged once into a (S, G, S, D) buffer so step i
+         reads the contiguous slice [i]; a realized contiguous slice of a realized buffer is a view of
+         the same memory, so every step runs the SAME compiled kernels on a different address: compiled
+         once, launched S times, all captured by TinyJit and replayed with no Python in the loop.
   3. Disparity selection on A (H, W, D):
        winner-take-all   d* = argmin_d A(d)
        sub-pixel         fit a parabola through A(d*−1), A(d*), A(d*+1):
@@ -41,7 +42,7 @@ THE PIPELINE (all tinygrad, the whole pipeline one TinyJit; shapes for an H×W p
                          A(y, x + d, d) (a shear of the volume, again only a view); a left pixel is
                          kept when |d*_L(x) − d*_R(x − d*_L(x))| ≤ --lr-max-diff: occluded pixels fail.
        median            optional 3×3 median (--median) against isolated outliers.
-     Rejected pixels are marked invalid (a mask, NaN in the float outputs, black in the images); they
+     Rejected pixels are marked invalid (a mask; NaN depth, inf in disparity.pfm, black in the images); they
      are never silently set to zero.
   4. Depth: with a calibration (.npz from calibrate_stereo.py: the 4×4 matrix Q of OpenCV's
      stereoRectify), [X Y Z W]ᵀ = Q·[x y d 1]ᵀ and the point is (X, Y, Z)/W; without one, Z = f·B/d
@@ -223,6 +224,17 @@ def load_ground_truth(path: str, scale: float, shape) -> tuple[np.ndarray, np.nd
   return np.where(known, gt, 0).astype(np.float32), known
 
 
+def occlusion_from_ground_truth(gt_left, known_left, gt_right, known_right) -> np.ndarray:
+  """Left pixels whose match is not visible in the right view: the match falls outside, or the right
+  view's ground truth there disagrees by more than 1 px (another surface is in front)."""
+  h, w = gt_left.shape
+  x_right = np.round(np.arange(w)[None, :] - gt_left).astype(np.int64)
+  inside = x_right >= 0
+  rows, xr = np.arange(h)[:, None], np.clip(x_right, 0, w - 1)
+  agrees = known_right[rows, xr] & (np.abs(gt_right[rows, xr] - gt_left) <= 1.0)
+  return known_left & ~(inside & agrees)
+
+
 @dataclass
 class Calibration:
   Q: np.ndarray                  # 4×4 reprojection matrix: [X Y Z W]ᵀ = Q·[x y d 1]ᵀ
@@ -348,7 +360,8 @@ class SemiGlobal:
     # the rearranged costs live in one persistent buffer; step i reads the view [i] of it (same kernel,
     # different address). Allocated once per matcher, reused by every frame.
     self.arranged = Tensor.empty(self.s, len(self.dirs), self.s, max_disp).contiguous().realize()
-    self.step_costs = [self.arranged[i].contiguous().realize() for i in range(self.s)]
+    self.step_costs = [v.reshape(v.shape[1:]).contiguous() for v in self.arranged.split(1)]
+    Tensor.realize(*self.step_costs)                # views, no copies: realized in one go (it is faster)
 
   def arrange(self, cost: Tensor) -> Tensor:
     """(H, W, D) -> (S, G, S, D) = (step, direction, lane, d); zero cost in the padding (a path through
@@ -389,13 +402,15 @@ class SemiGlobal:
   def __call__(self, cost: Tensor) -> Tensor:
     self.arranged.assign(self.arrange(cost)).realize()
     state = Tensor.zeros(len(self.dirs), self.s, self.d).contiguous()
-    steps = []
+    chunks, steps = [], []
     for step_cost in self.step_costs:               # the sequential part: S kernels, one per step
       state = self.step(state, step_cost).realize()
       steps.append(state)
-    # gather the steps in chunks of 32 so no kernel reads hundreds of buffers
-    history = Tensor.cat(*[Tensor.stack(*steps[i:i + 32]).contiguous() for i in range(0, len(steps), 32)])
-    return self.combine(history)
+      if len(steps) == 32:                          # gather in chunks: no kernel reads hundreds of buffers,
+        chunks.append(Tensor.stack(*steps).realize())   # and few tensors stay alive (tinygrad's per-realize
+        steps = []                                  # bookkeeping grows with the number of live tensors)
+    if steps: chunks.append(Tensor.stack(*steps).realize())
+    return self.combine(Tensor.cat(*chunks))
 
 
 # ---- 4. disparity selection -----------------------------------------------------------------------------
@@ -578,13 +593,13 @@ def colorize(values: np.ndarray, valid: np.ndarray, lo: float, hi: float, cmap: 
 
 # ---- 7. --bench -----------------------------------------------------------------------------------------
 
-def parse_sizes(text: str) -> list[tuple[int, int]]:
+def parse_sizes(text: str, smallest: int = 8) -> list[tuple[int, int]]:
   import argparse
   sizes = []
   for item in text.split(","):
     try: w, h = (int(v) for v in item.lower().split("x"))
     except ValueError: raise argparse.ArgumentTypeError(f"{item!r} is not WIDTHxHEIGHT")
-    if w < 8 or h < 8: raise argparse.ArgumentTypeError(f"{item!r}: at least 8x8")
+    if w < smallest or h < smallest: raise argparse.ArgumentTypeError(f"{item!r}: at least {smallest}x{smallest}")
     sizes.append((w, h))
   return sizes
 
@@ -645,7 +660,11 @@ def run_bench(args, eval_pair) -> int:
           cv_bench.run(f"{name} {w}x{h} D{d}", lambda: fn(l8, r8), rate=(1, "frames/s"), iters=iters, max_seconds=max_s, sync=lambda: None)
 
   if eval_pair is not None:     # accuracy (and speed) on the evaluation pair, every method, same D
-    left, right, gt, known = eval_pair
+    left, right, gt, known, occluded = eval_pair
+    def score(disp, valid):
+      out = evaluate(disp, valid, gt, known, args.eval_border)
+      if occluded is not None: out["visible_bad1.0_pct"] = evaluate(disp, valid, gt, known & ~occluded, args.eval_border)["bad1.0_pct"]
+      return out
     h, w = left.shape
     d = args.max_disp
     L, R = Tensor(left).realize(), Tensor(right).realize()
@@ -654,7 +673,7 @@ def run_bench(args, eval_pair) -> int:
       matcher = StereoMatcher(h, w, cfg)
       rec = bench.run(f"{name} eval pair {w}x{h} D{d}", lambda: matcher.match(L, R), rate=(1, "frames/s"), iters=iters, max_seconds=max_s)
       disp, valid = (t.numpy() for t in matcher.match(L, R))
-      scores = evaluate(disp, valid, gt, known, args.eval_border)
+      scores = score(disp, valid)
       rec.update({f"eval_{k}": v for k, v in scores.items()})
       accuracy.append((name, rec["median_ms"], scores))
     if cv is not None:
@@ -662,7 +681,7 @@ def run_bench(args, eval_pair) -> int:
       l8, r8 = left.round().clip(0, 255).astype(np.uint8), right.round().clip(0, 255).astype(np.uint8)
       for name, fn in cvm.items():
         rec = cv_bench.run(f"{name} eval pair {w}x{h} D{d}", lambda: fn(l8, r8), rate=(1, "frames/s"), iters=iters, max_seconds=max_s, sync=lambda: None)
-        scores = evaluate(*fn(l8, r8), gt, known, args.eval_border)
+        scores = score(*fn(l8, r8))
         rec.update({f"eval_{k}": v for k, v in scores.items()})
         accuracy.append((name, rec["median_ms"], scores))
 
@@ -670,9 +689,10 @@ def run_bench(args, eval_pair) -> int:
   if cv_bench is not None and cv_bench.records: cv_bench.print("stereo matching (OpenCV, CPU)")
   if accuracy:
     print(f"\n### accuracy on the evaluation pair ({eval_pair[0].shape[1]}x{eval_pair[0].shape[0]}, D={args.max_disp}, all pixels with known ground truth)\n")
-    print("| method | ms/frame | bad-0.5 % | bad-1.0 % | bad-2.0 % | mean err px | kept % | bad-1.0 % of kept |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| method | ms/frame | bad-0.5 % | bad-1.0 % | bad-2.0 % | mean err px | bad-1.0 % visible px | kept % | bad-1.0 % of kept |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, ms, s in accuracy:
-      print(f"| {name} | {ms:.1f} | {s['bad0.5_pct']:.1f} | {s['bad1.0_pct']:.1f} | {s['bad2.0_pct']:.1f} | {s['mean_abs_err']:.2f} | {s['density_pct']:.1f} | {s['kept_bad1.0_pct']:.1f} |")
+      visible = f"{s['visible_bad1.0_pct']:.1f}" if "visible_bad1.0_pct" in s else "-"
+      print(f"| {name} | {ms:.1f} | {s['bad0.5_pct']:.1f} | {s['bad1.0_pct']:.1f} | {s['bad2.0_pct']:.1f} | {s['mean_abs_err']:.2f} | {visible} | {s['density_pct']:.1f} | {s['kept_bad1.0_pct']:.1f} |")
   if args.json:
     from common.files import save_json as _save
     from common.bench import SCHEMA
@@ -709,10 +729,11 @@ def parse_args(argv=None):
   g.add_argument("--no-median", action="store_true", help="skip the 3x3 median filter")
   g = p.add_argument_group("evaluation and output")
   g.add_argument("--gt", metavar="PATH", help="ground-truth disparity of the left view (PNG with --gt-scale, or PFM)")
+  g.add_argument("--gt-right", metavar="PATH", help="ground truth of the right view (same format): adds the score on visible (non-occluded) pixels")
   g.add_argument("--gt-scale", type=positive_float, default=1.0, help="PNG ground truth stores scale × disparity (Middlebury 2003: 4)")
   g.add_argument("--eval-border", type=int, default=0, help="ignore this many pixels at each image edge when scoring")
   g.add_argument("--target-bad1", type=positive_float, default=None, help="PASS when bad-1.0 %% ≤ this (default: 3 on the visible pixels of a synthetic scene, 14 on all known pixels with --gt)")
-  g.add_argument("--grid", type=parse_sizes, default=[(8, 3)], help="obstacle grid COLUMNSxROWS")
+  g.add_argument("--grid", type=lambda t: parse_sizes(t, smallest=1), default="8x3", help="obstacle grid COLUMNSxROWS")
   g.add_argument("--repeat", type=positive_int, default=None, help="run the matcher this many times to show the JIT replay time (default 3, --quick 1)")
   g = p.add_argument_group("--bench")
   g.add_argument("--sizes", type=parse_sizes, default=None, help="bench image sizes, e.g. 320x240,640x480")
@@ -720,6 +741,7 @@ def parse_args(argv=None):
   args = p.parse_args(argv)
   if (args.left is None) != (args.right is None): p.error("--left and --right go together")
   if args.gt and args.left is None: p.error("--gt needs --left/--right (synthetic scenes carry their own ground truth)")
+  if args.gt_right and not args.gt: p.error("--gt-right goes with --gt")
   if args.eval_border < 0: p.error("--eval-border must be >= 0")
   args.max_disp = args.max_disp or (16 if args.quick else 64)
   if args.max_disp < 4: p.error("--max-disp must be at least 4")
@@ -740,7 +762,8 @@ def load_inputs(args):
     fail(f"image sizes differ: {args.left} is {left.shape[1]}x{left.shape[0]}, {args.right} is {right.shape[1]}x{right.shape[0]}")
   if left.shape[1] <= args.max_disp: fail(f"images are {left.shape[1]} px wide, not wider than --max-disp {args.max_disp}")
   gt, known = load_ground_truth(args.gt, args.gt_scale, left.shape) if args.gt else (None, None)
-  return left, right, gt, known, None, f"{args.left} + {args.right} ({left.shape[1]}x{left.shape[0]})"
+  occluded = occlusion_from_ground_truth(gt, known, *load_ground_truth(args.gt_right, args.gt_scale, left.shape)) if args.gt_right else None
+  return left, right, gt, known, occluded, f"{args.left} + {args.right} ({left.shape[1]}x{left.shape[0]})"
 
 
 def main() -> int:
@@ -749,7 +772,7 @@ def main() -> int:
   open_device()
   left, right, gt, known, occluded, what = load_inputs(args)
   h, w = left.shape
-  if args.bench: return run_bench(args, (left, right, gt, known) if gt is not None else None)
+  if args.bench: return run_bench(args, (left, right, gt, known, occluded) if gt is not None else None)
 
   calib = load_calibration(args.calib, h, w) if args.calib else \
     Calibration.from_focal_baseline(args.focal_px or 0.708 * w, args.baseline_m, h, w)
@@ -804,7 +827,8 @@ def main() -> int:
   lo, hi = 0.0, float(args.max_disp - 1)
   save_image(colorize(disp_np, valid_np, lo, hi), out / "disparity.png")
   write_pfm(np.where(valid_np, disp_np, np.inf), out / "disparity.pfm")
-  near, far = summary["nearest_measurable_m"], calib.focal_px * calib.baseline_m / max(1.0, 0.05 * args.max_disp)
+  # depth colours span the 2nd..98th percentile of the valid depths (bright = near)
+  near, far = np.percentile(depth_np[depth_ok_np], [2, 98]) if depth_ok_np.any() else (0.0, 1.0)
   save_image(colorize(-depth_np, depth_ok_np, -far, -near, cmap="magma"), out / "depth.png")
   ok = True
   if gt is not None:
@@ -815,13 +839,13 @@ def main() -> int:
     print(f"  kept pixels only ({scores['density_pct']:.1f} %): bad-1.0 {scores['kept_bad1.0_pct']:.2f} %")
     target = args.target_bad1 or (14.0 if args.left else 3.0)
     measured, what_px = scores["bad1.0_pct"], "all pixels with known ground truth"
-    if occluded is not None:      # a synthetic scene knows its occlusions exactly: score the visible pixels too
+    if occluded is not None:      # known occlusions (synthetic scene, or --gt-right): score the visible pixels too
       visible_scores = evaluate(disp_np, valid_np, gt, known & ~occluded, args.eval_border)
       flagged = 100.0 * (~valid_np)[occluded].mean() if occluded.any() else float("nan")
       print(f"  visible (non-occluded) pixels: bad-1.0 {visible_scores['bad1.0_pct']:.2f} %, mean error {visible_scores['mean_abs_err']:.3f} px")
       print(f"  occluded pixels flagged invalid by the checks: {flagged:.1f} % of {int(occluded.sum())}")
       summary.update(evaluation_visible=visible_scores, occluded_flagged_pct=flagged)
-      measured, what_px = visible_scores["bad1.0_pct"], "visible pixels of the synthetic scene"
+      if args.left is None: measured, what_px = visible_scores["bad1.0_pct"], "visible pixels of the synthetic scene"
     err = np.abs(fill_invalid(disp_np, valid_np) - gt)
     save_image(colorize(np.minimum(err, 4.0), known, 0.0, 4.0, cmap="inferno"), out / "error.png")
     ok = check(f"bad-1.0 ({what_px})", measured, target, higher_is_better=False, unit=" %")

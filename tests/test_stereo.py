@@ -357,3 +357,12 @@ def test_torch_reference_agrees(tmp_path):
   r = run_script("--quick", "--json", tmp_path / "t.json", script=TORCH_REF)
   assert r.returncode == 0 and "100.00 %" in r.stdout, r.stdout + r.stderr
   assert validate(json.loads((tmp_path / "t.json").read_text()))[0]["agreement_with_tinygrad_pct"] == 100.0
+
+
+def test_occlusion_from_two_ground_truths_matches_the_renderer():
+  left, right, gt, occ = scene("boxes")
+  y, x = np.mgrid[0:48, 0:80].astype(np.float64)
+  gt_right, _ = dm.visible(dm.make_scene("boxes", 48, 80, 16, 3), x, y, right_view=True)
+  ones = np.ones_like(occ)
+  derived = dm.occlusion_from_ground_truth(gt, ones, gt_right.astype(np.float32), ones)
+  assert occ.sum() > 100 and (derived == occ).mean() > 0.98
