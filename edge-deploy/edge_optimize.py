@@ -821,7 +821,7 @@ def run_beam(args, bench: Bench, summary: dict) -> bool:
 
 def run_bench(args, bench: Bench) -> None:
   """The hot paths, for common.compare: matmul, CNN inference in three precisions, stream copy, LLM decode."""
-  bench_matmul(bench, args.sizes or ([256] if args.quick else [256, 1024] if on_cpu() else [256, 1024, 4096]))
+  bench_matmul(bench, args.sizes or ([128] if args.quick else [256, 1024] if on_cpu() else [256, 1024, 4096]))
   Tensor.manual_seed(args.seed)
   w32 = {k: v.realize() for k, v in cnn_init(args.width).items()}     # untrained: speed does not depend on the values
   batch = 64 if args.quick else 256

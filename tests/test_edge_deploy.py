@@ -198,11 +198,17 @@ def test_quick_demo_passes_its_checks(tmp_path):
   assert set(s["llm"]) == {"0", "1"}
   assert s["llm"]["0"]["runs"]["fp16"]["kernels_per_token"] > 0
   assert (tmp_path / "cnn_loss.png").stat().st_size > 0 and (tmp_path / "cnn.safetensors").stat().st_size > 0
-  # the saved model loads back and evaluates the same
-  r2 = run("--quantize", "--quick", "--out", str(tmp_path / "again"), "--load", str(tmp_path / "cnn.safetensors"), "--sizes", "64")
-  assert r2.returncode == 0, r2.stderr[-2000:]
-  s2 = json.loads((tmp_path / "again" / "summary.json").read_text())
-  assert s2["quantize"]["fp32"]["accuracy"] == s["quantize"]["fp32"]["accuracy"]
+
+
+def test_save_then_load_gives_back_the_same_model(tmp_path):
+  from common.files import save_checkpoint
+  Tensor.manual_seed(5)
+  w = {k: v.realize() for k, v in eo.cnn_init(16).items()}
+  save_checkpoint(w, tmp_path / "cnn.safetensors", {"width": 16})
+  args = eo.parse_args(["--load", str(tmp_path / "cnn.safetensors"), "--quick"])
+  loaded, losses = eo.trained_cnn(args, (None, None), tmp_path)
+  assert losses == [] and set(loaded) == set(w)
+  for k in w: np.testing.assert_array_equal(loaded[k].numpy(), w[k].numpy())
 
 
 def test_bench_json_validates(tmp_path):
@@ -217,18 +223,27 @@ def test_bench_json_validates(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
   (["--load", "/nonexistent/cnn.safetensors"], "no such file"),
-  (["--alpha", "1.5"], "alpha"),
-  (["--temperature", "0"], "temperature"),
   (["--llm-config", "huge"], "llm-config"),
-  (["--llm-config", "64,2,3,2,128,256"], "divisible"),
-  (["--beams", "0,-1"], "beams"),
-  (["--sizes", "0"], "sizes"),
-  (["--width", "0"], "width"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
   r = run(*args, "--quick", "--quantize", "--out", str(tmp_path))
   assert r.returncode == 2 and needle in r.stderr
   assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+  (["--alpha", "1.5"], "alpha"),
+  (["--temperature", "0"], "temperature"),
+  (["--llm-config", "64,2,3,2,128,256"], "divisible"),
+  (["--beams", "0,-1"], "beams"),
+  (["--sizes", "0"], "sizes"),
+  (["--width", "0"], "width"),
+  (["--matvec-fix", "2"], "matvec-fix"),
+])
+def test_bad_flags_are_one_line_argparse_errors(args, needle, capsys):
+  with pytest.raises(SystemExit) as e: eo.parse_args(args)    # the same parser the script runs, in-process
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1
 
 
 def test_checkpoint_of_the_wrong_model_is_refused(tmp_path):
