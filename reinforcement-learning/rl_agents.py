@@ -228,6 +228,7 @@ class DQN:
     self.return_log = Tensor.zeros(self.LOG, a.dqn_envs).contiguous().realize()   # episode length at its end, else 0
     self.slot_var = Variable("log_slot", 0, self.LOG - 1)
     self.collect_jit, self.iterate_jit, self.train_jit = TinyJit(self.collect), TinyJit(self.iterate), TinyJit(self.train_step)
+    self.target_jit = TinyJit(lambda: self.update_target(a.tau))     # Polyak updates may run every step
 
   def q_values(self, obs: Tensor) -> Tensor: return obs.sequential(self.q_net)   # (B, 4) -> (B, 2)
 
@@ -299,7 +300,7 @@ class DQN:
       else:
         self.iterate_jit(sched, ptr, sl)
         hist["grad_steps"] += 1
-        if hist["grad_steps"] % a.target_every == 0: self.update_target(a.tau)
+        if hist["grad_steps"] % a.target_every == 0: self.target_jit()
       mem.advance()
       hist["env_steps"] += n
       slot += 1
@@ -496,7 +497,7 @@ def parse_args(argv=None):
   d.add_argument("--tau", type=cli.probability, default=1.0, help="target update θ⁻ ← τθ + (1−τ)θ⁻ (1: hard copy)")
   d.add_argument("--double", action="store_true", help="double DQN: online net picks a', target net values it")
   d.add_argument("--clip-grad", type=cli.nonnegative_float, default=10.0, help="clip gradients to this global norm (0: off)")
-  d.add_argument("--eval-every", type=cli.positive_int, default=5000, help="env steps between greedy evaluations")
+  d.add_argument("--eval-every", type=cli.positive_int, default=2500, help="env steps between greedy evaluations")
   r = p.add_argument_group("REINFORCE")
   r.add_argument("--pg-episodes", type=cli.positive_int, default=2000, help="budget of training episodes")
   r.add_argument("--pg-batch", type=cli.positive_int, default=4, help="episodes per update (run in parallel)")
@@ -547,7 +548,7 @@ def main(a) -> int:
   out = out_dir(a.out)
   for name in agents_of(a):
     print(f"\n== {name.upper()} ==")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     agent = agents.get(name) or build(name, a)
     evaluate = GreedyEvaluator(agent.q_values, a.eval_episodes)
     hist = None
@@ -555,17 +556,18 @@ def main(a) -> int:
       hist = (agent.train(evaluate, a.dqn_steps, a.eval_every) if name == "dqn" else
               agent.train(evaluate, a.pg_episodes, a.pg_eval_every))
       plot_history(hist, name.upper(), "gradient step" if name == "dqn" else "update", out / f"{name}_curve.png")
-    train_s = time.perf_counter() - t0
+    # wall time, and this process's CPU time: on a shared machine the second is what an idle one would take
+    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     final = evaluate()                                   # fresh episodes, not the ones that stopped training
     played, act_ms = play_numpy_episode(agent.q_values, rng)
-    rec = {"train_wall_s": train_s, "eval_mean": float(final.mean()), "eval_std": float(final.std()), "eval_min": float(final.min()),
+    rec = {"train_wall_s": train_s, "train_cpu_s": train_cpu_s, "eval_mean": float(final.mean()), "eval_std": float(final.std()), "eval_min": float(final.min()),
            "numpy_env_return": played, "numpy_env_ms_per_action": act_ms}
     if hist:
       rec.update(env_steps=hist["env_steps"], episodes=len(hist["returns"]), solved_at=hist["solved_at"],
                  evals=hist["evals"], grad_steps=hist.get("grad_steps", len(hist["losses"])))
       unit = "env steps" if name == "dqn" else "episodes"
       print(f"{name}: {'stopped' if hist['solved_at'] else 'budget spent'} after {hist['env_steps']} env steps, "
-            f"{len(hist['returns'])} episodes, {train_s:.1f} s" + (f" (solved at {hist['solved_at']} {unit})" if hist["solved_at"] else ""))
+            f"{len(hist['returns'])} episodes, {train_s:.1f} s wall ({train_cpu_s:.1f} s CPU)" + (f" (solved at {hist['solved_at']} {unit})" if hist["solved_at"] else ""))
     print(f"{name}: greedy return over {a.eval_episodes} fresh episodes {final.mean():.1f} ± {final.std():.1f} (min {final.min():.0f}); "
           f"one numpy-env episode: {played} ({act_ms:.2f} ms per action)")
     ok &= common.check(f"{name} mean greedy return", float(final.mean()), a.target_return)
