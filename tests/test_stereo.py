@@ -210,7 +210,7 @@ def test_depth_from_disparity_and_q_matrix():
   valid = disp > 0
   depth, ok = dm.depth_from_disparity(Tensor(disp), Tensor(valid), calib.Q)
   depth, ok = depth.numpy(), ok.numpy()
-  np.testing.assert_allclose(depth[valid], (700 * 0.06 / disp)[valid], rtol=1e-5)
+  np.testing.assert_allclose(depth[valid], 700 * 0.06 / disp[valid], rtol=1e-5)
   assert not ok[~valid].any() and np.isnan(depth[~valid]).all()
   # a general Q (cx ≠ cx' adds a constant to W): Z/W computed by numpy from the same matrix
   Q = calib.Q.copy(); Q[3, 3] = 0.5
