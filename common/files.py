@@ -104,11 +104,13 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, Any]]:
 
 
 def check_state_matches(expected: dict, loaded: dict, what: str) -> None:
-  """Compare key sets and shapes; raise one line naming the first mismatch."""
+  """Compare key sets and shapes; raise one line naming the first mismatch. `expected` maps keys to
+  tensors/arrays or to plain shape tuples."""
   for k, v in expected.items():
     if k not in loaded: raise UserError(f"{what}: missing key {k!r}")
-    if tuple(loaded[k].shape) != tuple(v.shape):
-      raise UserError(f"{what}: {k!r} has shape {tuple(loaded[k].shape)}, expected {tuple(v.shape)}")
+    want = tuple(v) if isinstance(v, tuple) else tuple(v.shape)
+    if tuple(loaded[k].shape) != want:
+      raise UserError(f"{what}: {k!r} has shape {tuple(loaded[k].shape)}, expected {want}")
   extra = sorted(set(loaded) - set(expected))
   if extra: raise UserError(f"{what}: unexpected key {extra[0]!r}" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
 

@@ -51,6 +51,8 @@ def test_check_state_matches_names_first_mismatch():
   with pytest.raises(UserError, match="missing key 'b'"): check_state_matches({"a": E(1), "b": E(2)}, {"a": E(1)}, "ckpt")
   with pytest.raises(UserError, match=r"'a' has shape \(2,\), expected \(1,\)"): check_state_matches({"a": E(1)}, {"a": E(2)}, "ckpt")
   with pytest.raises(UserError, match="unexpected key 'z'"): check_state_matches({"a": E(1)}, {"a": E(1), "z": E(1)}, "ckpt")
+  check_state_matches({"a": (2, 3)}, {"a": E(2, 3)}, "ckpt")                  # shapes may be given as tuples
+  with pytest.raises(UserError, match=r"expected \(3, 2\)"): check_state_matches({"a": (3, 2)}, {"a": E(2, 3)}, "ckpt")
 
 
 def test_images_any_mode(tmp_path):
