@@ -48,6 +48,7 @@ from common.files import atomic_path, out_dir, read_image, save_image
 
 
 def need_cv2():
+  os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")    # OpenCV's own warnings would break the one-line errors
   try:
     import cv2
     return cv2

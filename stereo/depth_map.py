@@ -82,13 +82,13 @@ WHAT TO EXPECT (measured on this code; commands, machines and full tables in ste
 """
 import common  # first: turns NV=1 / CUDA=1 into DEV=... before tinygrad reads it
 
-import math, os, sys, time
+import math, sys, time
 from dataclasses import dataclass
 
 import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 
-from common import UserError, fail, check, seed_all
+from common import fail, check, seed_all
 from common.cli import positive_int, positive_float, nonnegative_float, int_list
 from common.device import open_device, synchronize
 from common.files import out_dir, read_image, save_image, save_json, save_checkpoint, load_checkpoint, atomic_path, check_state_matches
@@ -632,13 +632,14 @@ def run_bench(args, eval_pair) -> int:
   from common.bench import Bench
   sizes = args.sizes or ([(64, 48)] if args.quick else [(320, 240), (640, 480), (1280, 720)])
   disparities = args.disparities or ([16] if args.quick else [64, 128])
+  if any(w <= d for w, _ in sizes for d in disparities): fail("--sizes: every width must exceed every --disparities value")
   iters, max_s = (3, 5.0) if args.quick else (10, 20.0)
   bench, accuracy = Bench(PROJECT), []
   cv = opencv_matchers(disparities[0])
   cv_bench = Bench(PROJECT, device="opencv:CPU", renderer=f"opencv {cv[1]}") if cv else None
   if cv is None: print("OpenCV not installed (pip install opencv-python-headless): StereoBM/StereoSGBM rows skipped")
 
-  # the torch_reference.py workload: SAD cost volume, 5x5 box, argmin, at the first size and D
+  # the torch_reference.py workload: SAD cost volume, 5x5 box, argmin; 640x480 D64 (--quick: first size and D)
   (w0, h0), d0 = sizes[0] if args.quick else (640, 480), disparities[0] if args.quick else 64
   left, right, _, _ = render_scene(make_scene("boxes", h0, w0, d0, args.seed), h0, w0, 2.0, args.seed)
   L, R = Tensor(left).realize(), Tensor(right).realize()
@@ -697,10 +698,9 @@ def run_bench(args, eval_pair) -> int:
     for name, ms, s in accuracy:
       visible = f"{s['visible_bad1.0_pct']:.1f}" if "visible_bad1.0_pct" in s else "-"
       print(f"| {name} | {ms:.1f} | {s['bad0.5_pct']:.1f} | {s['bad1.0_pct']:.1f} | {s['bad2.0_pct']:.1f} | {s['mean_abs_err']:.2f} | {visible} | {s['density_pct']:.1f} | {s['kept_bad1.0_pct']:.1f} |")
-  if args.json:
-    from common.files import save_json as _save
+  if args.json:     # one file for both devices (tinygrad's and OpenCV's records), in the harness's schema
     from common.bench import SCHEMA
-    _save({"schema": SCHEMA, "records": bench.records + (cv_bench.records if cv_bench else [])}, args.json)
+    save_json({"schema": SCHEMA, "records": bench.records + (cv_bench.records if cv_bench else [])}, args.json)
     print(f"\nwrote {args.json}")
   return 0
 
