@@ -17,6 +17,7 @@ from common.env import setup as _setup
 SETUP = _setup()   # must run before tinygrad reads DEV: that happens when tinygrad is first imported
 
 from common.cli import UserError, fail, project_parser, run_main, check  # noqa: E402
+from common import bench, device, files  # noqa: E402,F401  (light: none of them imports tinygrad at load time)
 
 
 def seed_all(seed: int):
@@ -26,6 +27,16 @@ def seed_all(seed: int):
   Tensor.manual_seed(seed)
   np.random.seed(seed)
   return np.random.default_rng(seed)
+
+
+def log(msg: str) -> None:
+  """Print a line without breaking a live progress bar (and without terminal escapes in a log file)."""
+  import sys
+  if sys.stderr.isatty():
+    from tinygrad.helpers import tqdm
+    tqdm.write(msg)
+  else:
+    print(msg, flush=True)
 
 
 def progress(iterable=None, total=None, desc: str = "", **kw):
