@@ -188,14 +188,14 @@ def test_llm_decode_with_kv_cache_matches_numpy(dtype, tol):
 # ---- end to end -------------------------------------------------------------------------------
 
 def test_quick_demo_passes_its_checks(tmp_path):
-  r = run("--quantize", "--memory", "--llm", "--quick", "--out", str(tmp_path), "--save", str(tmp_path / "cnn.safetensors"), timeout=400)
+  r = run("--quantize", "--memory", "--llm", "--matvec-fix", "0", "--quick", "--out", str(tmp_path), "--save", str(tmp_path / "cnn.safetensors"), timeout=400)
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
   assert "FAIL" not in r.stdout and r.stdout.count("PASS") >= 5
   s = json.loads((tmp_path / "summary.json").read_text())
   assert s["quantize"]["fp32"]["accuracy"] >= 0.8
   assert s["quantize"]["int8"]["weight_bytes"] < 0.3 * s["quantize"]["fp32"]["weight_bytes"]
   assert all(abs(v["planned"] - v["measured"]) / v["measured"] < 0.1 for v in s["memory"]["validation"])
-  assert set(s["llm"]) == {"0", "1"}
+  assert set(s["llm"]) == {"0"}                     # one decode subprocess, MATVEC_FIX=0
   assert s["llm"]["0"]["runs"]["fp16"]["kernels_per_token"] > 0
   assert (tmp_path / "cnn_loss.png").stat().st_size > 0 and (tmp_path / "cnn.safetensors").stat().st_size > 0
 
@@ -250,12 +250,12 @@ def test_checkpoint_of_the_wrong_model_is_refused(tmp_path):
   from common.files import save_checkpoint
   bad = tmp_path / "other.safetensors"
   save_checkpoint(eo.cnn_init(4), bad)
-  r = run("--quantize", "--quick", "--load", str(bad), "--sizes", "64", "--out", str(tmp_path))
-  assert r.returncode == 2 and "shape" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+  with pytest.raises(common.UserError, match="shape"):
+    eo.trained_cnn(eo.parse_args(["--quick", "--load", str(bad)]), (None, None), tmp_path)
   garbage = tmp_path / "garbage.safetensors"
   garbage.write_bytes(b"not a checkpoint")
-  r = run("--quantize", "--quick", "--load", str(garbage), "--sizes", "64", "--out", str(tmp_path))
-  assert r.returncode == 2 and "safetensors" in r.stderr
+  with pytest.raises(common.UserError, match="safetensors"):
+    eo.trained_cnn(eo.parse_args(["--quick", "--load", str(garbage)]), (None, None), tmp_path)
 
 
 def test_torch_reference_runs_the_same_workload(tmp_path):
@@ -266,3 +266,20 @@ def test_torch_reference_runs_the_same_workload(tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   records = validate(json.loads(dest.read_text()))
   assert {x["case"] for x in records} >= {"matmul 128 fp16", "llm decode fp16"} and records[0]["device"].startswith("torch:")
+
+
+def test_missing_matvec_fix_is_reported_not_faked(tmp_path, monkeypatch):
+  monkeypatch.setenv("MATVEC_FIX", "1")
+  monkeypatch.setattr(common.SETUP, "matvec_fix", "not applied: backend has no install_matvec_fix")
+  args = eo.parse_args(["--quick", "--json", str(tmp_path / "w.json")])
+  assert eo.llm_worker(args) == 0
+  doc = json.loads((tmp_path / "w.json").read_text())
+  assert doc["llm"] == {"available": False, "reason": "not applied: backend has no install_matvec_fix"} and doc["records"] == []
+
+
+def test_beam_mode_times_each_level_in_its_own_process(tmp_path):
+  r = run("--beam", "--quick", "--beams", "0", "--out", str(tmp_path), "--json", str(tmp_path / "beam.json"))
+  assert r.returncode == 0, r.stderr[-2000:]
+  records = validate(json.loads((tmp_path / "beam.json").read_text()))
+  assert len(records) == 4 and all(x["beam"] == 0 and x["case"].endswith("BEAM=0") for x in records)
+  assert "| matmul 128x128 fp16 |" in r.stdout
