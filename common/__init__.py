@@ -17,7 +17,15 @@ from common.env import setup as _setup
 SETUP = _setup()   # must run before tinygrad reads DEV: that happens when tinygrad is first imported
 
 from common.cli import UserError, fail, project_parser, run_main, check  # noqa: E402
-from common import bench, device, files  # noqa: E402,F401  (light: none of them imports tinygrad at load time)
+
+
+def __getattr__(name: str):
+  """`common.device`, `common.bench`, ... without importing each: loaded on first use (not at import,
+  so `python3 -m common.device` runs its module once)."""
+  if name in ("bench", "cli", "compare", "device", "files", "microbench", "plots", "tour", "digits"):
+    import importlib
+    return importlib.import_module(f"common.{name}")
+  raise AttributeError(f"module 'common' has no attribute {name!r}")
 
 
 def seed_all(seed: int):
