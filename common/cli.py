@@ -39,7 +39,7 @@ def project_parser(project: str, doc: str | None, *, quick_help: str = "tiny set
                      epilog="The module docstring is the tutorial: python3 -c 'help(\"<script>\")' or read the file.")
   g = p.add_argument_group("common flags")
   g.add_argument("--bench", action="store_true", help="time the hot paths and print a table instead of the demo")
-  g.add_argument("--json", metavar="PATH", default=None, help="with --bench: also write one JSON record per case here")
+  g.add_argument("--json", metavar="PATH", default=None, help="write the timing records (common.bench schema) of whatever ran here")
   g.add_argument("--out", metavar="DIR", default=os.path.join("out", project), help="folder for images, plots, checkpoints and the summary")
   g.add_argument("--seed", type=int, default=0, help="random seed (numpy and tinygrad)")
   g.add_argument("--quick", action="store_true", help=quick_help)
