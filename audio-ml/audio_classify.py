@@ -65,8 +65,8 @@ Flags worth trying: --framing (conv / unfold / hopsum / gather: same numbers, di
 search on the captured JIT). --help lists every flag with its default.
 
 Results (measured on this code; README.md has the commands, times and benchmark tables): on a shared
-2-core x86 CPU the synthetic demo reached RESULT_DEF held-out accuracy, --quick RESULT_QUICK, and FSDD
-(customary split) RESULT_FSDD test accuracy. Jetson Orin figures have not been measured: expect the
+2-core x86 CPU the synthetic demo reached 98.3 % (983/1000) held-out accuracy, --quick 91.0 % (182/200), and FSDD
+(customary split) 100 % (200/200) test accuracy. Jetson Orin figures have not been measured: expect the
 training steps to run several times faster than on a laptop CPU.
 """
 from __future__ import annotations
