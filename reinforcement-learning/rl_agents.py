@@ -21,12 +21,17 @@ in the same call, so act → step → store runs on the device inside one TinyJi
 DQN (Mnih et al. 2015). A network Q_θ: (B, 4) → (B, 2) estimates the return of each action. Acting is
 ε-greedy (ε decays linearly from --eps-start to --eps-end over --eps-steps env steps). Transitions
 (s, a, r, terminated, s') go to a preallocated ring buffer on the device (capacity, 11 floats per row).
-Each iteration steps --dqn-envs environments and takes one gradient step on a minibatch of B:
-    y      = r + γ·(1 − terminated)·max_a' Q_θ⁻(s', a')           (the TD target; truncation bootstraps)
-    y      = r + γ·(1 − terminated)·Q_θ⁻(s', argmax_a' Q_θ(s', a'))   with --double (double DQN)
+Each iteration steps --dqn-envs environments and takes --grad-steps gradient steps, each on a fresh
+minibatch of B rows (replay ratio = grad-steps / dqn-envs = 0.5 gradient steps per env step):
+    y      = r + γ·(1 − terminated)·max_a' Q_θ⁻(s', a')           with --no-double (vanilla DQN)
+    y      = r + γ·(1 − terminated)·Q_θ⁻(s', argmax_a' Q_θ(s', a'))   double DQN, the default
     L(θ)   = mean Huber(Q_θ(s, a) − y),  Huber(d) = ½d² if |d| < 1 else |d| − ½
+y is the TD target: a truncated episode still bootstraps, only a fall does not. Double DQN lets the
+online net pick a' and the target net value it, which removes the max operator's upward bias.
 θ⁻ is a target network: every --target-every gradient steps θ⁻ ← τθ + (1 − τ)θ⁻ (τ = 1: hard copy).
-Gradients are clipped to global norm --clip-grad; Adam takes the step.
+Gradients are clipped to global norm --clip-grad; Adam takes the step, with a learning rate that decays
+linearly from --lr to --lr-end over the budget (large steps while Q is far off, small ones once a good
+policy has to be kept rather than found).
 
 REINFORCE (Williams 1992). A softmax policy π_θ(a|s) = softmax(f_θ(s)). --pg-batch episodes run in
 parallel to the end; with r_t = 1 while the episode lasts, the discounted returns of all steps are one
@@ -43,7 +48,7 @@ in parallel with greedy actions (argmax). Training stops when their mean return 
 RUN IT.
     NV=1 python3 reinforcement-learning/rl_agents.py            # Jetson Orin (tinygrad's NV backend)
     python3 reinforcement-learning/rl_agents.py                 # laptop / CPU (DEV=CPU)
-    python3 reinforcement-learning/rl_agents.py --agent dqn --double --seed 1
+    python3 reinforcement-learning/rl_agents.py --agent dqn --no-double --seed 1      # vanilla DQN
     python3 reinforcement-learning/rl_agents.py --save out/agents.safetensors   # then --load it to evaluate
     JITBEAM=2 python3 reinforcement-learning/rl_agents.py --bench --json out/rl_bench.json
 Outputs under --out (default out/reinforcement-learning/): <agent>_curve.png (return per episode with a
@@ -277,10 +282,16 @@ class DQN:
     return loss.realize()
 
   def iterate(self, sched: Tensor, ptr, slot):
-    """The loop body, one TinyJit'd call: act, step, store, then one gradient step."""
+    """The loop body, one TinyJit'd call: act, step, store, then --grad-steps gradient steps."""
     self.collect(sched, ptr, slot)
-    loss = self.train_step(sched)
+    for _ in range(self.a.grad_steps): loss = self.train_step(sched)
     self.loss_log[slot:slot + 1].assign(loss.reshape(1)).realize()
+
+  def set_lr(self, env_steps: int, budget: int):
+    """Linear decay from --lr to --lr-end over the budget: big steps early, small ones once Q is
+    nearly right, so a good policy is not trained away again (DQN on CartPole otherwise oscillates)."""
+    frac = min(env_steps / budget, 1.0)
+    self.opt.lr.assign(Tensor([self.a.lr + frac * (self.a.lr_end - self.a.lr)], device=self.opt.lr.device)).realize()
 
   def epsilon(self, env_steps: int) -> float:
     frac = min(env_steps / self.a.eps_steps, 1.0)
@@ -301,9 +312,10 @@ class DQN:
       ptr, sl = mem.ptr_var.bind(mem.pos), self.slot_var.bind(slot)
       if hist["env_steps"] < a.learning_starts: self.collect_jit(sched, ptr, sl)
       else:
+        if slot == 0: self.set_lr(hist["env_steps"], budget)
         self.iterate_jit(sched, ptr, sl)
-        hist["grad_steps"] += 1
-        if hist["grad_steps"] % a.target_every == 0: self.target_jit()
+        before, hist["grad_steps"] = hist["grad_steps"], hist["grad_steps"] + a.grad_steps
+        for _ in range(hist["grad_steps"] // a.target_every - before // a.target_every): self.target_jit()
       mem.advance()
       hist["env_steps"] += n
       slot += 1
@@ -490,7 +502,9 @@ def parse_args(argv=None):
   d.add_argument("--dqn-steps", type=cli.positive_int, default=100_000, help="budget of environment steps")
   d.add_argument("--dqn-envs", type=cli.positive_int, default=4, help="environments stepped per iteration (one gradient step each)")
   d.add_argument("--batch", type=cli.positive_int, default=128, help="minibatch size B")
-  d.add_argument("--lr", type=cli.positive_float, default=1e-3, help="Adam learning rate for Q")
+  d.add_argument("--grad-steps", type=cli.positive_int, default=2, help="gradient steps per iteration (replay ratio = grad-steps / dqn-envs)")
+  d.add_argument("--lr", type=cli.positive_float, default=1e-3, help="Adam learning rate for Q at the start")
+  d.add_argument("--lr-end", type=cli.positive_float, default=1e-4, help="learning rate reached (linearly) at the end of the budget")
   d.add_argument("--buffer", type=cli.positive_int, default=50_000, help="replay capacity (transitions)")
   d.add_argument("--learning-starts", type=int, default=1000, help="env steps of pure collection before training")
   d.add_argument("--eps-start", type=cli.probability, default=1.0, help="initial ε")
@@ -498,7 +512,7 @@ def parse_args(argv=None):
   d.add_argument("--eps-steps", type=cli.positive_int, default=10_000, help="env steps over which ε decays linearly")
   d.add_argument("--target-every", type=cli.positive_int, default=250, help="gradient steps between target updates")
   d.add_argument("--tau", type=cli.probability, default=1.0, help="target update θ⁻ ← τθ + (1−τ)θ⁻ (1: hard copy)")
-  d.add_argument("--double", action="store_true", help="double DQN: online net picks a', target net values it")
+  d.add_argument("--double", action=argparse.BooleanOptionalAction, default=True, help="double DQN: online net picks a', target net values it")
   d.add_argument("--clip-grad", type=cli.nonnegative_float, default=10.0, help="clip gradients to this global norm (0: off)")
   d.add_argument("--eval-every", type=cli.positive_int, default=2500, help="env steps between greedy evaluations")
   r = p.add_argument_group("REINFORCE")

@@ -160,7 +160,7 @@ def numpy_q(layers, x):
 
 @pytest.mark.parametrize("double", [False, True])
 def test_td_loss_matches_numpy(double):
-  dqn = rl.DQN(small_args(*(["--double"] if double else []), "--gamma", "0.9"))
+  dqn = rl.DQN(small_args("--double" if double else "--no-double", "--gamma", "0.9"))
   for p in rl.get_parameters(dqn.target_net): p.assign(p * 0.5 + 0.1).realize()     # make θ⁻ differ from θ
   rng = np.random.default_rng(0)
   s, s2 = rng.normal(size=(8, 4)).astype(np.float32), rng.normal(size=(8, 4)).astype(np.float32)
@@ -181,6 +181,29 @@ def test_polyak_target_update():
   dqn.update_target(tau=0.25)
   for b, o, t in zip(before, dqn.params, rl.get_parameters(dqn.target_net)):
     np.testing.assert_allclose(t.numpy(), 0.25 * o.numpy() + 0.75 * b, rtol=1e-6)
+
+
+def test_learning_rate_decays_linearly_over_the_budget():
+  dqn = rl.DQN(small_args("--lr", "1e-3", "--lr-end", "1e-4"))
+  for steps, expected in [(0, 1e-3), (500, 5.5e-4), (1000, 1e-4), (2000, 1e-4)]:
+    dqn.set_lr(steps, budget=1000)
+    np.testing.assert_allclose(dqn.opt.lr.numpy(), [expected], rtol=1e-6)
+
+
+def test_several_gradient_steps_per_iteration_all_train():
+  # one JIT'd iteration with --grad-steps 3 must move the weights by three Adam steps, not one
+  moved = []
+  for k in (1, 3):
+    rl.Tensor.manual_seed(0)
+    dqn = rl.DQN(small_args("--grad-steps", str(k), "--lr", "1e-2", "--lr-end", "1e-2"))
+    sched = Tensor([1.0, 12.0]).realize()
+    for i in range(3):
+      dqn.collect_jit(sched, dqn.memory.ptr_var.bind(dqn.memory.pos), dqn.slot_var.bind(0))
+      dqn.memory.advance()
+    w0 = dqn.params[0].numpy()
+    dqn.iterate_jit(sched, dqn.memory.ptr_var.bind(dqn.memory.pos), dqn.slot_var.bind(0))
+    moved.append(np.abs(dqn.params[0].numpy() - w0).max())
+  assert moved[1] > 2 * moved[0], moved                 # Adam's first steps are ~lr each: 3 steps ≈ 3× one
 
 
 def test_gradient_clipping_bounds_global_norm():
