@@ -71,7 +71,9 @@ def main(a) -> int:
       rows = table[torch.randint(0, CAPACITY, (b,), device=dev)]
       s, act, r, term, s2 = rows[:, :4], rows[:, 4].long(), rows[:, 5], rows[:, 6], rows[:, 7:]
       q_sa = q_net(s).gather(1, act[:, None]).squeeze(1)
-      with torch.no_grad(): td_target = r + 0.99 * (1 - term) * target_net(s2).max(1).values
+      with torch.no_grad():   # double DQN, rl_agents.py's default: θ picks a', θ⁻ values it
+        best_next = q_net(s2).argmax(1, keepdim=True)
+        td_target = r + 0.99 * (1 - term) * target_net(s2).gather(1, best_next).squeeze(1)
       loss = torch.nn.functional.huber_loss(q_sa, td_target, delta=1.0)
       q_opt.zero_grad(set_to_none=True)
       loss.backward()
