@@ -63,4 +63,5 @@ fi
 
 export PYTHONUNBUFFERED=1
 if [ "$cmd" = tour ]; then exec .venv/bin/python -m common.tour "$@"; fi
-exec .venv/bin/python -m pytest "$@"
+# both cores: the suite is dominated by single-threaded kernel compilation (PYTEST_WORKERS=0 for serial)
+exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
