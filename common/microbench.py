@@ -2,8 +2,9 @@
 
 What each number means, and the ceiling to hold it against:
   matmul GFLOP/s   C = A·B with A, B of N×N: 2·N³ floating-point operations per call. fp16 inputs
-                   accumulate in fp32 (tensor cores where the renderer uses them). Orin AGX ga10b's
-                   datasheet peak: ~5.3 TFLOP/s fp32, ~10.6 dense fp16 on tensor cores (expected, not measured here).
+                   accumulate in fp32 (tensor cores where the renderer uses them). For the Orin AGX,
+                   2048 CUDA cores × 2 FLOP × ~1.3 GHz gives ~5.3 TFLOP/s fp32 as a ceiling (expected,
+                   not measured here).
   copy GB/s        b = 2·a over 1 GiB of float32 (64 MiB on a CPU): bytes read + bytes written per second. On the Orin this is
                    bounded by LPDDR5 (204.8 GB/s peak; ~100 GB/s is typical in practice).
   triad GB/s       a = b + 2.5·c (STREAM's triad): two reads and one write per element.
