@@ -561,15 +561,22 @@ def bench(args) -> int:
   clips = {n: rng.standard_normal((n, cfg.sample_rate)).astype(np.float32) * 0.1 for n in (1, big)}
   device_clips = {n: Tensor(c).realize() for n, c in clips.items()}
   frontends = {f: LogMel(cfg, f) for f in LogMel.FRAMINGS}       # same numbers, different kernels
-  def logmel_case(name, frontend, n):
-    jit = TinyJit(lambda x: frontend(x).realize())
-    b.run(f"{name} b={n}", lambda: jit(device_clips[n]), rate=(n, "clips/s"), **iters, audio_s_per_call=n * 1.0)
+  fb = mel_filterbank(cfg).astype(np.float32)
+  def logmel_case(name, frontend, n, tf32=False):
+    # ALLOW_TF32 is read when kernels compile, so the context spans the JIT's capture (and any BEAM search)
+    with Context(ALLOW_TF32=int(tf32)):
+      jit = TinyJit(lambda x: frontend(x).realize())
+      rec = b.run(f"{name} b={n}", lambda: jit(device_clips[n]), rate=(n, "clips/s"), **iters, audio_s_per_call=n * 1.0)
+      # what the speed costs in accuracy: the largest log-mel difference from numpy's rfft
+      rec["max_abs_err_vs_numpy"] = float(np.abs(jit(device_clips[n]).numpy() - numpy_logmel(clips[n], cfg, fb)).max())
   if "logmel" in args.cases:
     logmel_case("log-mel conv", frontends["conv"], 1)
     for framing in (("conv",) if quick else LogMel.FRAMINGS): logmel_case(f"log-mel {framing}", frontends[framing], big)
-    if not quick: logmel_case("log-mel conv fp16-DFT", LogMel(cfg, "conv", dtypes.half), big)
+    if not quick:
+      for framing in ("conv", "unfold"):
+        logmel_case(f"log-mel {framing} fp16-DFT", LogMel(cfg, framing, dtypes.half), big)
+        logmel_case(f"log-mel {framing} tf32-DFT", frontends[framing], big, tf32=True)
   if "numpy" in args.cases:
-    fb = mel_filterbank(cfg).astype(np.float32)
     for n in (1, big):
       b.run(f"numpy rfft log-mel b={n}", lambda n=n: numpy_logmel(clips[n], cfg, fb), rate=(n, "clips/s"),
             sync=lambda: None, **iters, audio_s_per_call=n * 1.0)
@@ -599,8 +606,10 @@ def finish_bench(b, args) -> int:
   for r in b.records:                  # real-time factor: seconds of audio per second of compute
     r["realtime_x"] = r.pop("audio_s_per_call") / (r["median_ms"] / 1e3)
   b.print(f"audio-ml: log-mel (16 kHz, n_fft 512, hop 160, 80 mels) and classifier (8 kHz, 40 mels)")
-  print("\n| case | real-time factor (audio s / compute s) |\n|---|---:|")
-  for r in b.records: print(f"| {r['case']} | {r['realtime_x']:,.0f}x |")
+  print("\n| case | real-time factor (audio s / compute s) | max abs log-mel error vs numpy |\n|---|---:|---:|")
+  for r in b.records:
+    err = f"{r['max_abs_err_vs_numpy']:.1e}" if "max_abs_err_vs_numpy" in r else ""
+    print(f"| {r['case']} | {r['realtime_x']:,.0f}x | {err} |")
   b.write_json(args.json)
   if args.json: print(f"wrote {args.json}")
   return 0

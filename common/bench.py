@@ -106,7 +106,7 @@ class Bench:
     else:
       metric, value, unit = "latency", med * 1e3, "ms"
     rec: dict[str, Any] = {"project": self.project, "case": case, **self._device_fields(),
-                           "beam": _env_int("BEAM"), "jitbeam": _env_int("JITBEAM"),
+                           "beam": _env_int("BEAM"), "jitbeam": _env_int("JITBEAM"), "allow_tf32": _env_int("ALLOW_TF32"),
                            "metric": metric, "value": value, "unit": unit,
                            "median_ms": med * 1e3, "p10_ms": timing.pct(10) * 1e3, "p90_ms": timing.pct(90) * 1e3,
                            "p99_ms": timing.pct(99) * 1e3, "samples_ms": [s * 1e3 for s in timing.samples_s],
@@ -133,6 +133,18 @@ class Bench:
     if not path: return
     from common.files import save_json
     save_json({"schema": SCHEMA, "records": self.records}, path)
+
+
+TF32_MODES = ("default", "on", "off")
+
+
+def torch_tf32(torch: Any, mode: str) -> str:
+  """Set PyTorch's TF32 switches for a reference run and say what they are. PyTorch's defaults let cuDNN
+  convolutions use TF32 tensor cores (10-bit mantissa inputs, fp32 accumulation) but not matmuls; tinygrad
+  uses them only with ALLOW_TF32=1. Comparing like with like means choosing the same on both sides."""
+  if mode != "default":
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = (mode == "on")
+  return f"cudnn={int(torch.backends.cudnn.allow_tf32)} matmul={int(torch.backends.cuda.matmul.allow_tf32)}"
 
 
 def fmt(v: float) -> str:

@@ -15,6 +15,7 @@ import common  # noqa: F401  (one-line errors and the bench harness; tinygrad is
 import sys
 
 from common import UserError, project_parser, run_main
+from common.bench import TF32_MODES, torch_tf32
 from common.cli import positive_int
 
 PROJECT = "generative"
@@ -24,6 +25,7 @@ def main(argv=None) -> int:
   p = project_parser(PROJECT, __doc__)
   p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
   p.add_argument("--latent", type=positive_int, default=32, help="latent size L, as in generative_models.py")
+  p.add_argument("--tf32", choices=TF32_MODES, default="default", help="TF32 tensor cores for fp32 convs/matmuls (default: PyTorch's own, cuDNN on)")
   p.add_argument("--compile", action="store_true", help="also time torch.compile'd step (slow first call)")
   args = p.parse_args(argv)
   try:
@@ -38,6 +40,7 @@ def main(argv=None) -> int:
   except (RuntimeError, AssertionError) as e: raise UserError(f"torch device {dev!r} is not usable: {str(e).splitlines()[0]}")
   torch.manual_seed(args.seed)
   sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
+  tf32 = torch_tf32(torch, args.tf32)
 
   class Autoencoder(nn.Module):
     def __init__(self, channels: int, size: int, latent: int):
@@ -70,8 +73,8 @@ def main(argv=None) -> int:
         opt.step()
         return loss
 
-      bench.run(f"AE train step b={b} 3x32x32" + (" (torch.compile)" if compiled else ""), step, rate=(b, "images/s"), **iters)
-  bench.print(f"{PROJECT}: PyTorch reference, conv autoencoder train step")
+      bench.run(f"AE train step b={b} 3x32x32" + (" (torch.compile)" if compiled else ""), step, rate=(b, "images/s"), tf32=tf32, **iters)
+  bench.print(f"{PROJECT}: PyTorch reference, conv autoencoder train step (TF32 {tf32})")
   bench.write_json(args.json)
   if args.json: print(f"wrote {args.json}")
   return 0

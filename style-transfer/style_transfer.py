@@ -306,11 +306,21 @@ class RandomFeatures:
 # 3. Losses
 # ---------------------------------------------------------------------------------------------------
 
-def gram(f: Tensor) -> Tensor:
-  """G = F Fᵀ / (C·H·W): (1, C, H, W) -> (C, C), accumulated in fp32 even for fp16 features."""
+def gram(f: Tensor, chunk: int = 4096) -> Tensor:
+  """G = F Fᵀ / (C·H·W): (1, C, H, W) -> (C, C), accumulated in fp32 even for fp16 features.
+
+  At conv1_1 of a 512 px image F is (64, 262144): only 64² = 4096 outputs, each a sum over 262144
+  products. Written as one matmul, each GPU thread walks that whole sum alone and the kernel takes
+  longer than the rest of the step (1.2 s on the H200 without BEAM). So the pixels are split into
+  chunks of `chunk`: F = [F_1 … F_S] and G = Σ_s F_s F_sᵀ, a batched (S, C, C) matmul with S times
+  the parallelism, then a small sum over s. Zero-padding the last chunk adds nothing to G."""
   _, c, h, w = f.shape
-  flat = f.reshape(c, h * w)
-  return flat.matmul(flat.T, dtype=dtypes.float32).float() / (c * h * w)
+  n = h * w
+  flat = f.reshape(c, n)
+  if n <= 2 * chunk: return flat.matmul(flat.T, dtype=dtypes.float32).float() / (c * n)
+  s = -(-n // chunk)
+  parts = flat.pad(((0, 0), (0, s * chunk - n))).reshape(c, s, chunk).permute(1, 0, 2)       # (S, C, chunk)
+  return parts.matmul(parts.transpose(1, 2), dtype=dtypes.float32).float().sum(0) / (c * n)
 
 
 def content_loss(f: Tensor, target: Tensor) -> Tensor:
@@ -484,25 +494,32 @@ def bench(args) -> int:
     for size in sizes:
       h, w = size, size
       content, style = to_tensor(demo_content(h, w)), to_tensor(demo_style(h, w))
-      for dtype in ([dtypes.float32] if args.quick else [{"fp32": dtypes.float32, "fp16": dtypes.float16}[d] for d in args.bench_dtypes]):
-        tag = f"{net_name} {size}px {'fp16' if dtype == dtypes.float16 else 'fp32'}"
-        iters, limit = (3, 5.0) if args.quick else (20, 20.0)
-        fwd = TinyJit(lambda: Tensor.stack(*[f.float().sum() for f in net(content, dtype).values()]).realize())
-        b.run(f"{tag} forward", fwd, rate=(1, "img/s"), iters=iters, max_seconds=limit)
-        feats = {n: f.realize() for n, f in net(content, dtype).items()}
-        grams = TinyJit(lambda: Tensor.stack(*[gram(feats[n]).sum() for n in net.style_layers]).realize())
-        b.run(f"{tag} gram (style layers)", grams, iters=iters, max_seconds=limit)
-        del fwd, grams, feats
-        for opt in ("adam", "lbfgs"):
-          gc.collect()
-          base = GlobalCounters.mem_used
-          prob = StyleProblem(net, content, style, content, DEFAULT_WEIGHTS[net_name], lw, opt, 0.02 if opt == "adam" else 1.0, dtype)
-          rec = b.run(f"{tag} {opt} step", prob.step, rate=(1, "steps/s"), iters=iters, max_seconds=limit)
-          # after capture the JIT holds every buffer its kernels use (memory-planned once), so this is
-          # what one step needs at its peak: weights, image, targets, optimizer state, activations
-          rec["device_mem_MB"] = GlobalCounters.mem_used / 1e6
-          rec["step_mem_MB"] = (GlobalCounters.mem_used - base) / 1e6
-          del prob
+      for precision in (["fp32"] if args.quick else args.bench_dtypes):
+        # tf32: float32 tensors, but matmuls/convs on TF32 tensor cores (10-bit mantissa products, fp32
+        # sums), as cuDNN does by default in PyTorch; ALLOW_TF32 is read when the kernels compile
+        dtype, tf32 = (dtypes.float16 if precision == "fp16" else dtypes.float32), precision == "tf32"
+        tag = f"{net_name} {size}px {precision}"
+        with Context(ALLOW_TF32=int(tf32)):
+          iters, limit = (3, 5.0) if args.quick else (20, 20.0)
+          if "forward" in args.bench_cases:
+            fwd = TinyJit(lambda: Tensor.stack(*[f.float().sum() for f in net(content, dtype).values()]).realize())
+            b.run(f"{tag} forward", fwd, rate=(1, "img/s"), iters=iters, max_seconds=limit)
+            del fwd
+          if "gram" in args.bench_cases:
+            feats = {n: f.realize() for n, f in net(content, dtype).items()}
+            grams = TinyJit(lambda: Tensor.stack(*[gram(feats[n]).sum() for n in net.style_layers]).realize())
+            b.run(f"{tag} gram (style layers)", grams, iters=iters, max_seconds=limit)
+            del grams, feats
+          for opt in [o for o in ("adam", "lbfgs") if o in args.bench_cases]:
+            gc.collect()
+            base = GlobalCounters.mem_used
+            prob = StyleProblem(net, content, style, content, DEFAULT_WEIGHTS[net_name], lw, opt, 0.02 if opt == "adam" else 1.0, dtype)
+            rec = b.run(f"{tag} {opt} step", prob.step, rate=(1, "steps/s"), iters=iters, max_seconds=limit)
+            # after capture the JIT holds every buffer its kernels use (memory-planned once), so this is
+            # what one step needs at its peak: weights, image, targets, optimizer state, activations
+            rec["device_mem_MB"] = GlobalCounters.mem_used / 1e6
+            rec["step_mem_MB"] = (GlobalCounters.mem_used - base) / 1e6
+            del prob
     del net
   b.print(f"{PROJECT}: style-transfer hot paths")
   steps = [r for r in b.records if r["case"].endswith("step")]
@@ -543,14 +560,17 @@ def parse_args():
   g.add_argument("--snapshot-every", type=positive_int, default=None, metavar="N", help="save the image every N steps")
   g.add_argument("--bench-sizes", type=lambda s: common.cli.int_list(s), default=[256, 512], help="--bench: square sizes")
   g.add_argument("--bench-nets", type=lambda s: s.split(","), default=["vgg19", "random"], help="--bench: networks")
-  g.add_argument("--bench-dtypes", type=lambda s: s.split(","), default=["fp32", "fp16"], help="--bench: precisions")
+  g.add_argument("--bench-cases", type=lambda s: s.split(","), default=["forward", "gram", "adam", "lbfgs"],
+                 help="--bench: what to time, from forward,gram,adam,lbfgs")
+  g.add_argument("--bench-dtypes", type=lambda s: s.split(","), default=["fp32", "fp16"], help="--bench: precisions from fp32,tf32,fp16 (tf32: fp32 on TF32 tensor cores)")
   args = p.parse_args()
   args.net = args.net or ("vgg19" if args.weights else "random")
   if args.weights and args.net != "vgg19": p.error("--weights is for --net vgg19")
   if args.kernel % 2 == 0: p.error(f"--kernel {args.kernel} must be odd (so padding keeps the size)")
   if len(args.layer_weights) != 5: p.error(f"--layer-weights needs 5 values, got {len(args.layer_weights)}")
   if any(n not in ("vgg19", "random") for n in args.bench_nets): p.error("--bench-nets: choose from vgg19,random")
-  if any(d not in ("fp32", "fp16") for d in args.bench_dtypes): p.error("--bench-dtypes: choose from fp32,fp16")
+  if any(c not in ("forward", "gram", "adam", "lbfgs") for c in args.bench_cases): p.error("--bench-cases: choose from forward,gram,adam,lbfgs")
+  if any(d not in ("fp32", "tf32", "fp16") for d in args.bench_dtypes): p.error("--bench-dtypes: choose from fp32,tf32,fp16")
   if args.quick: args.size, args.steps = min(args.size, 48), min(args.steps, 40)
   if min(args.size // 2 ** (args.scales - 1), args.size) < 2 * MIN_EDGE:
     p.error(f"--size {args.size} with --scales {args.scales} leaves the coarsest scale below {2 * MIN_EDGE} px")

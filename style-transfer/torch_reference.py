@@ -17,7 +17,7 @@ import common  # noqa: F401  (one-line errors, same flags as the tinygrad script
 import sys
 
 from common import UserError
-from common.bench import Bench
+from common.bench import TF32_MODES, Bench, torch_tf32
 from common.cli import positive_int, int_list
 
 PROJECT = "style-transfer"
@@ -51,6 +51,7 @@ def main() -> int:
   p.add_argument("--size", type=positive_int, default=None, help="one size (overrides --sizes)")
   p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
   p.add_argument("--pool", choices=["avg", "max"], default="avg")
+  p.add_argument("--tf32", choices=TF32_MODES, default="default", help="TF32 tensor cores for fp32 convs/matmuls (default: PyTorch's own, cuDNN on)")
   p.add_argument("--half", action="store_true", help="also time fp16 (autocast) steps")
   args = p.parse_args()
   try:
@@ -61,6 +62,7 @@ def main() -> int:
   dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
   cuda = dev.startswith("cuda")
   sync = torch.cuda.synchronize if cuda else (lambda: None)
+  tf32 = torch_tf32(torch, args.tf32)
   torch.manual_seed(args.seed)
   net = vgg19_features(torch, args.pool).to(dev).eval()
   for w in net.parameters(): w.requires_grad_(False)
@@ -107,10 +109,10 @@ def main() -> int:
         step = (lambda: opt.step(closure)) if opt_name == "lbfgs" else (lambda: (closure(), opt.step()))
         if cuda: torch.cuda.reset_peak_memory_stats()
         rec = bench.run(f"vgg19 {size}px {'fp16' if half else 'fp32'} {opt_name} step", step, rate=(1, "steps/s"),
-                        iters=5 if args.quick else 20, max_seconds=5.0 if args.quick else 20.0, sync=sync)
+                        iters=5 if args.quick else 20, max_seconds=5.0 if args.quick else 20.0, sync=sync, tf32=tf32)
         rec["device_mem_MB"] = torch.cuda.max_memory_allocated() / 1e6 if cuda else 0.0
         del opt, image
-  bench.print(f"{PROJECT}: PyTorch reference")
+  bench.print(f"{PROJECT}: PyTorch reference (TF32 {tf32})")
   for r in bench.records: print(f"  {r['case']}: peak {r['device_mem_MB']:.1f} MB")
   if args.json:
     bench.write_json(args.json)
