@@ -353,13 +353,16 @@ def parse_llama_config(text: str) -> LlamaConfig:
 
 
 def llama_init(cfg: LlamaConfig, dtype=dtypes.half, std: float = 0.02) -> dict[str, Tensor]:
-  """Random weights N(0, 0.02²), norms 1: a real model's bytes and shapes, not its knowledge. W is (out, in)."""
+  """Random weights N(0, 0.02²), norms 1: a real model's bytes and shapes, not its knowledge. W is (out, in).
+  Projections that read the same input are stored fused, rows stacked, so one matvec computes them all:
+    wqkv       = [Wq; Wk; Wv]   ((H + 2·Hkv)·hd, d)     split after the matvec into q | k | v
+    w_gate_up  = [Wg; Wu]       (2·hidden, d)           split into gate | up
+  (a checkpoint with separate wq, wk, wv, w_gate, w_up is fused by concatenating rows, once, at load time)."""
   d, hd = cfg.dim, cfg.hd
   shapes = {"embed": (cfg.vocab, d), "norm": (d,)}
   for i in range(cfg.layers):
-    shapes |= {f"{i}.attn_norm": (d,), f"{i}.wq": (cfg.heads * hd, d), f"{i}.wk": (cfg.kv_heads * hd, d), f"{i}.wv": (cfg.kv_heads * hd, d),
-               f"{i}.wo": (d, cfg.heads * hd), f"{i}.ffn_norm": (d,), f"{i}.w_gate": (cfg.hidden, d), f"{i}.w_up": (cfg.hidden, d),
-               f"{i}.w_down": (d, cfg.hidden)}
+    shapes |= {f"{i}.attn_norm": (d,), f"{i}.wqkv": ((cfg.heads + 2 * cfg.kv_heads) * hd, d), f"{i}.wo": (d, cfg.heads * hd),
+               f"{i}.ffn_norm": (d,), f"{i}.w_gate_up": (2 * cfg.hidden, d), f"{i}.w_down": (d, cfg.hidden)}
     if cfg.qk_norm: shapes |= {f"{i}.q_norm": (hd,), f"{i}.k_norm": (hd,)}
   if not cfg.tied: shapes["head"] = (cfg.vocab, d)
   return {k: (Tensor.ones(*s, dtype=dtype) if len(s) == 1 else Tensor.randn(*s, dtype=dtype) * std).contiguous().realize()
@@ -367,20 +370,42 @@ def llama_init(cfg: LlamaConfig, dtype=dtypes.half, std: float = 0.02) -> dict[s
 
 
 def llama_quantize(w: dict[str, Tensor]) -> dict:
-  """int8 weight-only: every matrix (embedding/head included: per-token rows) -> Int8Weight; norms stay fp16."""
+  """int8 weight-only: every matrix (embedding/head included: per-token rows) -> Int8Weight; norms stay fp16.
+  The scales are per output row, so quantizing the fused wqkv / w_gate_up gives exactly the codes and scales
+  that quantizing wq, wk, wv (or w_gate, w_up) one by one would."""
   return {k: quantize_int8(v) if v.ndim == 2 else v for k, v in w.items()}
 
 
-def rope_tables(cfg: LlamaConfig, max_context: int) -> tuple[Tensor, Tensor]:
-  """cos/sin of pos · θ^(−2j/hd), j < hd/2: (max_context, hd/2) fp32 (HF's rotate-half convention)."""
+def rope_table(cfg: LlamaConfig, max_context: int) -> Tensor:
+  """cos and sin of pos · θ^(−2j/hd), j < hd/2, in one (max_context, 2, hd/2) fp32 table (HF's rotate-half
+  convention). One table rather than two: a step then reads rope from one buffer, which keeps the rotation
+  cheap enough for tinygrad to compute it inside the kernels that read q and k (its fusion heuristic
+  materializes an elementwise result that reads more than 3 buffers, and the position variable is one)."""
   inv_freq = 1.0 / (cfg.rope_theta ** (np.arange(0, cfg.hd, 2, dtype=np.float64) / cfg.hd))
   angles = np.arange(max_context, dtype=np.float64)[:, None] * inv_freq[None, :]
-  return Tensor(np.cos(angles).astype(np.float32)).realize(), Tensor(np.sin(angles).astype(np.float32)).realize()
+  return Tensor(np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)).realize()
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
   """x / sqrt(mean(x²) + ε) · g, the statistics in fp32 even when x is half."""
   return (x.float() * (x.float().square().mean(-1, keepdim=True) + eps).rsqrt()).cast(x.dtype) * weight
+
+
+def linear(x: Tensor, w) -> Tensor: return x @ as_weight(w).T      # W (out, in); int8 dequantized inside the matmul
+
+
+def norm_linear(x: Tensor, g: Tensor, w, eps: float) -> Tensor:
+  """rms_norm(x, g) @ Wᵀ in ONE kernel.  x (1, 1, d), W (out, d) -> (1, 1, out).
+  1/rms(x) is a single number per token, so it commutes with the matmul:  W (g⊙x / rms) = (W (g⊙x)) / rms.
+  rms needs Σ x², a sum over the same d elements the matvec already loops over. Written as the usual
+  x.square().mean(-1) it would be a kernel of its own (tinygrad realizes a reduction that is broadcast
+  afterwards), so instead every output row sums x² next to its dot product: x² is broadcast to (out, d)
+  first and both reductions share the loop. That repeats d multiply-adds per row (ALU work; a GPU matvec
+  waits on the weights anyway) and saves a launch plus a round trip of 1/rms through memory."""
+  W = as_weight(w)
+  dot = (x * g).matmul(W.T, dtype=dtypes.float)                                               # (1, 1, out), fp32 accumulation
+  sum_sq = x.float().square().unsqueeze(-2).expand(*x.shape[:-1], W.shape[0], x.shape[-1]).sum(-1)   # (1, 1, out): Σ x² in every entry
+  return (dot * (sum_sq / x.shape[-1] + eps).rsqrt()).cast(x.dtype)
 
 
 def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -390,33 +415,41 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
   return (x1 * c - x2 * s).cat(x2 * c + x1 * s, dim=-1).cast(x.dtype)
 
 
-def linear(x: Tensor, w) -> Tensor: return x @ as_weight(w).T      # W (out, in); int8 dequantized inside the matmul
-
-
-def llama_decode(cfg: LlamaConfig, w: dict, caches: list[Tensor], rope_cos: Tensor, rope_sin: Tensor, token: Tensor, pos) -> Tensor:
+def llama_decode(cfg: LlamaConfig, w: dict, caches: list[Tensor], rope_cs: Tensor, token: Tensor, pos) -> Tensor:
   """One decode step. token (1, 1) int32, pos an int or a bound Variable (the position of this token);
-  caches[i] (2, kv_heads, max_context, hd) holds K and V of layer i. Returns logits (1, vocab) float32."""
+  caches[i] (2, kv_heads, max_context, hd) holds K and V of layer i. Returns logits (1, vocab) float32.
+  Each layer is 8 kernels (the comments number them): every kernel launch costs a few µs on a GPU, so the
+  code is arranged for tinygrad to fuse what it can (see norm_linear, and the softmax below)."""
   H, Hkv, hd, dt = cfg.heads, cfg.kv_heads, cfg.hd, w["norm"].dtype
-  emb = w["embed"]
-  x = (emb.q[token].cast(dt) * emb.scale[token].reshape(1, 1, 1) if isinstance(emb, Int8Weight) else emb[token]).reshape(1, 1, cfg.dim)
-  cos, sin = rope_cos[pos:pos + 1], rope_sin[pos:pos + 1]                                  # (1, hd/2)
+  x = as_weight(w["embed"])[token].reshape(1, 1, cfg.dim)                                 # one row; int8: q·s of that row
+  cos, sin = rope_cs[pos:pos + 1, 0], rope_cs[pos:pos + 1, 1]                              # (1, hd/2)
   for i in range(cfg.layers):
-    h = rms_norm(x, w[f"{i}.attn_norm"], cfg.norm_eps)
-    q = linear(h, w[f"{i}.wq"]).reshape(1, 1, H, hd).transpose(1, 2)                       # (1, H, 1, hd)
-    k = linear(h, w[f"{i}.wk"]).reshape(1, 1, Hkv, hd).transpose(1, 2)                     # (1, Hkv, 1, hd)
-    v = linear(h, w[f"{i}.wv"]).reshape(1, 1, Hkv, hd).transpose(1, 2)
+    # [1] the norm and q, k, v: one matvec over the fused [Wq; Wk; Wv]
+    qkv = norm_linear(x, w[f"{i}.attn_norm"], w[f"{i}.wqkv"], cfg.norm_eps)                 # (1, 1, (H + 2·Hkv)·hd)
+    q, k, v = qkv.split([H * hd, Hkv * hd, Hkv * hd], dim=-1)
+    q, k, v = (t.reshape(1, 1, -1, hd).transpose(1, 2) for t in (q, k, v))                  # (1, heads, 1, hd)
     if cfg.qk_norm: q, k = rms_norm(q, w[f"{i}.q_norm"], cfg.norm_eps), rms_norm(k, w[f"{i}.k_norm"], cfg.norm_eps)
-    q, k = rope(q, cos, sin), rope(k, cos, sin)
-    caches[i][:, :, pos:pos + 1, :].assign(k.cat(v, dim=0).cast(caches[i].dtype))           # write K, V at pos
-    keys, values = caches[i][0, :, 0:pos + 1, :], caches[i][1, :, 0:pos + 1, :]             # (Hkv, pos+1, hd)
-    qg = q.reshape(Hkv, H // Hkv, hd)                                                       # query heads grouped by their KV head
-    scores = (qg.float() @ keys.float().transpose(-1, -2)) / math.sqrt(hd)                  # (Hkv, H/Hkv, pos+1)
-    attn = (scores.softmax(-1) @ values.float()).reshape(1, 1, H * hd).cast(dt)
+    q, k = rope(q, cos, sin), rope(k, cos, sin)       # elementwise on qkv: k's goes into [2], q's into [3]
+    # [2] write K, V at pos
+    caches[i][:, :, pos:pos + 1, :].assign(k.cat(v, dim=0).cast(caches[i].dtype))
+    keys, values = caches[i][0, :, 0:pos + 1, :].float(), caches[i][1, :, 0:pos + 1, :].float()   # (Hkv, pos+1, hd)
+    qg = q.reshape(Hkv, H // Hkv, hd).float()                                               # query heads grouped by their KV head
+    # [3] scores, [4] their max per head
+    scores = (qg @ keys.transpose(-1, -2)) / math.sqrt(hd)                                  # (Hkv, H/Hkv, pos+1)
+    e = (scores - scores.max(-1, keepdim=True)).exp()                                       # softmax numerator, never stored
+    # [5] softmax(scores) @ V = (Σ_t e_t v_t) / Σ_t e_t: the denominator is summed in the same loop over t as
+    # the numerator (e broadcast over hd, as in norm_linear), so the normalization costs no kernel of its own
+    numerator = e @ values                                                                  # (Hkv, H/Hkv, hd)
+    denominator = e.unsqueeze(-1).expand(*e.shape, hd).sum(-2)                              # (Hkv, H/Hkv, hd), Σ_t e_t in every entry
+    attn = (numerator / denominator).reshape(1, 1, H * hd).cast(dt)
+    # [6] output projection and residual add
     x = x + linear(attn, w[f"{i}.wo"])
-    h = rms_norm(x, w[f"{i}.ffn_norm"], cfg.norm_eps)
-    x = x + linear(linear(h, w[f"{i}.w_gate"]).silu() * linear(h, w[f"{i}.w_up"]), w[f"{i}.w_down"])
-  x = rms_norm(x, w["norm"], cfg.norm_eps)
-  return linear(x, w["embed" if cfg.tied else "head"]).float().reshape(1, cfg.vocab)
+    # [7] the norm and gate, up: one matvec over the fused [Wg; Wu]
+    gate, up = norm_linear(x, w[f"{i}.ffn_norm"], w[f"{i}.w_gate_up"], cfg.norm_eps).split(cfg.hidden, dim=-1)
+    # [8] SwiGLU, computed as the down projection reads it, and the residual add
+    x = x + linear(gate.silu() * up, w[f"{i}.w_down"])
+  # the final norm and the output head: one kernel, then the greedy argmax
+  return norm_linear(x, w["norm"], w["embed" if cfg.tied else "head"], cfg.norm_eps).float().reshape(1, cfg.vocab)
 
 
 def llama_weight_bytes_read(cfg: LlamaConfig, w: dict) -> int:
@@ -432,13 +465,13 @@ class Decoder:
   def __init__(self, cfg: LlamaConfig, w: dict, max_context: int, kv_dtype=dtypes.half):
     self.cfg, self.w, self.max_context = cfg, w, max_context
     self.caches = [Tensor.zeros(2, cfg.kv_heads, max_context, cfg.hd, dtype=kv_dtype).contiguous().realize() for _ in range(cfg.layers)]
-    self.cos, self.sin = rope_tables(cfg, max_context)
+    self.rope = rope_table(cfg, max_context)
     self.pos_var = UOp.variable("pos", 0, max_context - 1)
     self.step = TinyJit(self._step)
     self.pos = 0
 
   def _step(self, token: Tensor, pos) -> tuple[Tensor, Tensor]:
-    logits = llama_decode(self.cfg, self.w, self.caches, self.cos, self.sin, token, pos)
+    logits = llama_decode(self.cfg, self.w, self.caches, self.rope, token, pos)
     return logits.realize(), logits.argmax(-1).reshape(1, 1).cast(dtypes.int32).realize()
 
   def __call__(self, token: Tensor) -> tuple[Tensor, Tensor]:
