@@ -444,9 +444,14 @@ def llama_decode(cfg: LlamaConfig, w: dict, caches: list[Tensor], rope_cs: Tenso
     attn = (numerator / denominator).reshape(1, 1, H * hd).cast(dt)
     # [6] output projection and residual add
     x = x + linear(attn, w[f"{i}.wo"])
-    # [7] the norm and gate, up: one matvec over the fused [Wg; Wu]
-    gate, up = norm_linear(x, w[f"{i}.ffn_norm"], w[f"{i}.w_gate_up"], cfg.norm_eps).split(cfg.hidden, dim=-1)
-    # [8] SwiGLU, computed as the down projection reads it, and the residual add
+    # [7] the norm, gate and up, and SwiGLU: here the fused [Wg; Wu] is split *before* the matmul, into two views
+    # of the one stored matrix (no copy). tinygrad puts both matvecs in one kernel (they share the loop over d
+    # and the Σx² of the norm) and forms silu(gate)·up before storing. Split after the matmul, the down
+    # projection would have to recompute silu for every one of its d rows: 1.8x slower on a CPU.
+    W_gate_up = as_weight(w[f"{i}.w_gate_up"])
+    gate = norm_linear(x, w[f"{i}.ffn_norm"], W_gate_up[:cfg.hidden], cfg.norm_eps)          # (1, 1, hidden)
+    up = norm_linear(x, w[f"{i}.ffn_norm"], W_gate_up[cfg.hidden:], cfg.norm_eps)
+    # [8] down projection and residual add
     x = x + linear(gate.silu() * up, w[f"{i}.w_down"])
   # the final norm and the output head: one kernel, then the greedy argmax
   return norm_linear(x, w["norm"], w["embed" if cfg.tied else "head"], cfg.norm_eps).float().reshape(1, cfg.vocab)
