@@ -306,21 +306,11 @@ class RandomFeatures:
 # 3. Losses
 # ---------------------------------------------------------------------------------------------------
 
-def gram(f: Tensor, chunk: int = 4096) -> Tensor:
-  """G = F Fᵀ / (C·H·W): (1, C, H, W) -> (C, C), accumulated in fp32 even for fp16 features.
-
-  At conv1_1 of a 512 px image F is (64, 262144): only 64² = 4096 outputs, each a sum over 262144
-  products. Written as one matmul, each GPU thread walks that whole sum alone and the kernel takes
-  longer than the rest of the step (1.2 s on the H200 without BEAM). So the pixels are split into
-  chunks of `chunk`: F = [F_1 … F_S] and G = Σ_s F_s F_sᵀ, a batched (S, C, C) matmul with S times
-  the parallelism, then a small sum over s. Zero-padding the last chunk adds nothing to G."""
+def gram(f: Tensor) -> Tensor:
+  """G = F Fᵀ / (C·H·W): (1, C, H, W) -> (C, C), accumulated in fp32 even for fp16 features."""
   _, c, h, w = f.shape
-  n = h * w
-  flat = f.reshape(c, n)
-  if n <= 2 * chunk: return flat.matmul(flat.T, dtype=dtypes.float32).float() / (c * n)
-  s = -(-n // chunk)
-  parts = flat.pad(((0, 0), (0, s * chunk - n))).reshape(c, s, chunk).permute(1, 0, 2)       # (S, C, chunk)
-  return parts.matmul(parts.transpose(1, 2), dtype=dtypes.float32).float().sum(0) / (c * n)
+  flat = f.reshape(c, h * w)
+  return flat.matmul(flat.T, dtype=dtypes.float32).float() / (c * h * w)
 
 
 def content_loss(f: Tensor, target: Tensor) -> Tensor:

@@ -68,20 +68,6 @@ def test_gram_and_losses_match_numpy():
   np.testing.assert_allclose(st.tv_loss(Tensor(x)).numpy(), want_tv, rtol=1e-5)
 
 
-def test_chunked_gram_equals_the_plain_product_and_its_gradient():
-  # 7·9 = 63 pixels in chunks of 8: 8 chunks, the last one zero-padded
-  rng = np.random.default_rng(2)
-  f = rng.standard_normal((1, 5, 7, 9)).astype(np.float32)
-  x = Tensor(f)
-  g = st.gram(x, chunk=8)
-  np.testing.assert_allclose(g.numpy(), np_gram(f), rtol=1e-5, atol=1e-6)
-  target = rng.standard_normal((5, 5)).astype(np.float32)
-  grad, = ((g - Tensor(target)) ** 2).sum().gradient(x)
-  flat, d = f.reshape(5, 63).astype(np.float64), 2 * (np_gram(f) - target)     # D = dL/dG
-  want = ((d + d.T) @ flat / (5 * 63)).reshape(f.shape)                         # dL/dF = (D + Dᵀ) F / N
-  np.testing.assert_allclose(grad.numpy(), want, rtol=1e-4, atol=1e-6)
-
-
 def test_gram_fp16_features_accumulate_in_fp32():
   f = np.random.default_rng(1).standard_normal((1, 4, 16, 16)).astype(np.float32) * 30
   g = st.gram(Tensor(f).cast(dtypes.float16))
