@@ -613,7 +613,6 @@ def finish_bench(b, args) -> int:
     err = f"{r['max_abs_err_vs_numpy']:.1e}" if "max_abs_err_vs_numpy" in r else ""
     print(f"| {r['case']} | {r['realtime_x']:,.0f}x | {err} |")
   b.write_json(args.json)
-  if args.json: print(f"wrote {args.json}")
   return 0
 
 

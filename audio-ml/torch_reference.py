@@ -58,7 +58,6 @@ def main() -> int:
     rec["realtime_x"] = n / (rec["median_ms"] / 1e3)
   b.print("audio-ml PyTorch reference: log-mel (16 kHz, n_fft 512, hop 160, 80 mels)")
   b.write_json(args.json)
-  if args.json: print(f"wrote {args.json}")
   return 0
 
 

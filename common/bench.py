@@ -130,9 +130,11 @@ class Bench:
     print(self.table())
 
   def write_json(self, path: str | os.PathLike | None) -> None:
+    """Write the records (atomically) and say where; no path, nothing written."""
     if not path: return
     from common.files import save_json
     save_json({"schema": SCHEMA, "records": self.records}, path)
+    print(f"wrote {path}")
 
 
 TF32_MODES = ("default", "on", "off")

@@ -614,7 +614,6 @@ def finish_bench(bench, args) -> None:
   print("\n| case | kernels per call | GFLOP per call | achieved GFLOP/s |\n|---|---:|---:|---:|")
   for r in bench.records: print(f"| {r['case']} | {r['kernels']} | {r['gflop']:.3g} | {r['achieved_gflops']:.3g} |")
   bench.write_json(args.json)
-  if args.json: print(f"wrote {args.json}")
 
 
 # ==== 9. the demo ===================================================================================

@@ -76,7 +76,6 @@ def main(argv=None) -> int:
       bench.run(f"AE train step b={b} 3x32x32" + (" (torch.compile)" if compiled else ""), step, rate=(b, "images/s"), tf32=tf32, **iters)
   bench.print(f"{PROJECT}: PyTorch reference, conv autoencoder train step (TF32 {tf32})")
   bench.write_json(args.json)
-  if args.json: print(f"wrote {args.json}")
   return 0
 
 

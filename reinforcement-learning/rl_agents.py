@@ -671,7 +671,6 @@ def run_bench(a) -> int:
   for r in bench.records:
     if "env_steps" in r: print(f"{r['case']}: {r['median_ms'] / 1e3:.1f} s, {r['env_steps']} env steps, {r['episodes']} episodes, solved at {r['solved_at']}")
   bench.write_json(a.json)
-  if a.json: print(f"wrote {a.json}")
   return 0
 
 

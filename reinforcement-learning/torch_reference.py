@@ -102,7 +102,6 @@ def main(a) -> int:
       bench.run(f"gymnasium vector env step N={n}", vec_step, rate=(n, "env-steps/s"), iters=iters, sync=lambda: None)
   bench.print(f"{PROJECT} PyTorch / Gymnasium reference")
   bench.write_json(a.json)
-  if a.json: print(f"wrote {a.json}")
   return 0
 
 

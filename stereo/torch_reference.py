@@ -63,7 +63,6 @@ def main() -> int:
   print(f"\ndisparities equal to tinygrad's (depth_map.py) on {agree:.2f} % of pixels")
   bench.records[-1]["agreement_with_tinygrad_pct"] = agree
   bench.write_json(args.json)
-  if args.json: print(f"wrote {args.json}")
   return 0 if agree > 99.0 else 1
 
 

@@ -515,9 +515,7 @@ def bench(args) -> int:
   steps = [r for r in b.records if r["case"].endswith("step")]
   print("\ndevice memory held during a step (GlobalCounters.mem_used after JIT capture):")
   for r in steps: print(f"  {r['case']}: {r['device_mem_MB']:.1f} MB total, {r['step_mem_MB']:.1f} MB for the step")
-  if args.json:
-    b.write_json(args.json)
-    print(f"wrote {args.json}")
+  b.write_json(args.json)
   return 0
 
 # ---------------------------------------------------------------------------------------------------

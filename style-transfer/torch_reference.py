@@ -114,9 +114,7 @@ def main() -> int:
         del opt, image
   bench.print(f"{PROJECT}: PyTorch reference (TF32 {tf32})")
   for r in bench.records: print(f"  {r['case']}: peak {r['device_mem_MB']:.1f} MB")
-  if args.json:
-    bench.write_json(args.json)
-    print(f"wrote {args.json}")
+  bench.write_json(args.json)
   return 0
 
 
