@@ -7,9 +7,9 @@ The whole audio pipeline runs in tinygrad, inside one TinyJit'd function per ste
 1. Framing. A clip x of L samples (center=True pads n_fft/2 samples on each side by reflection)
    is cut into T = 1 + (L_padded − n_fft) // hop overlapping frames of n_fft samples:
        frame[t, n] = x[t·hop + n]                                          (B, T, n_fft)
-   No per-frame Python loop and no gather: `--framing conv` (default) lets a strided convolution
-   do it, `unfold` and `hopsum` are pure views (reshape/shrink), and `gather` indexes with an index
-   tensor, the slow formulation the speed anchor measured at 44x cuFFT; it is kept for the benchmark.
+   No per-frame Python loop: `--framing unfold` (default) and `hopsum` are pure views
+   (reshape/shrink), `conv` lets a strided convolution do it, and `gather` indexes with an index
+   tensor (the formulation the speed anchor measured at 44x cuFFT); it is kept for the benchmark.
 
 2. Windowed DFT as a matrix product. For a real frame the DFT is
        X[t, k] = Σ_n w[n]·frame[t, n]·e^(−2πi·kn/N),   k = 0 … N/2        (N = n_fft, F = N/2 + 1 bins)
@@ -19,6 +19,22 @@ The whole audio pipeline runs in tinygrad, inside one TinyJit'd function per ste
    With `conv` framing, W becomes N conv filters of width n_fft and stride hop: the DFT *is* a
    strided 1-D convolution. w is Hann (periodic, default), Hamming or rectangular, of length
    win_length ≤ n_fft, zero-padded to n_fft in the middle as librosa and torch do.
+
+2b. The same DFT in two small matmuls (`--dft factored`, the default). The dense W costs 2·N² FLOPs
+   per frame, ~23× an FFT's 5·N·log2 N at N = 512. One Cooley-Tukey split keeps most of the saving and stays
+   two plain matrix products. Write N = N1·N2, n = N2·n1 + n2 and k = k1 + N1·k2. The term of nk
+   that is a multiple of N drops out of the exponent, leaving
+       X[k1 + N1·k2] = Σ_n2 e^(−2πi·n2·k2/N2) · e^(−2πi·n2·k1/N) · Σ_n1 x_w[N2·n1 + n2]·e^(−2πi·n1·k1/N1)
+   stage 1 (inner sum): for every n2, a length-N1 DFT over n1: frames (B, T, N2, N1) @ (N1, 2·N1)
+       [cos | −sin], real in, complex out.
+   stage 2: the twiddle e^(−2πi·n2·k1/N) and a length-N2 DFT over n2, folded into one complex
+       matrix per k1. A complex product is a real one on [Re | Im]: (a + ib)(P + iQ) =
+       [a | b] @ [[P, Q], [−Q, P]], so (B, T, N1, 1, 2·N2) @ (N1, 2·N2, 2·K2).
+       Only k ≤ N/2 is needed, so k2 stops at K2 = ⌊N/2 / N1⌋ + 1.
+   The output comes in (k1, k2) order. The mel filterbank's rows are permuted to match once, in
+   numpy, and rows with k > N/2 are zero, so nothing is transposed at run time.
+   The cost is 4·N·(N1 + 2·K2) FLOPs per frame: 200 per sample for 512 = 32·16, against 1024 dense.
+   The result is the same to rounding; tests check both forms against the rfft reference.
 
 3. Power spectrum and mel filterbank:
        P[t, k] = |X[t, k]|^p    (p = 2 power, p = 1 magnitude)             (B, T, F)
@@ -65,7 +81,8 @@ Run it (a Jetson: prefix NV=1; a laptop: as is, tinygrad picks its CPU or GPU):
 with an fp16 DFT, the numpy rfft baseline, classification at batch 1 and 64 and the training step;
 --cases picks groups (logmel, numpy, classify, train) when a JITBEAM search would take too long.
 
-Flags worth trying: --framing (conv / unfold / hopsum / gather: same numbers, different kernels),
+Flags worth trying: --dft dense (the one-matmul DFT of step 2), --framing (unfold / gather with
+either DFT; conv / hopsum with --dft dense: same numbers, different kernels),
 --mel-scale htk, --log db, --specaugment, --widths 8,16,32 (smaller, faster), --hop 160 (half the
 frames), JITBEAM=2 (kernel search on the captured JIT). --help lists every flag with its default.
 
@@ -155,6 +172,33 @@ def dft_basis(cfg: MelConfig) -> np.ndarray:
   return np.concatenate([w * np.cos(angle_re), -w * np.sin(angle_im)], axis=1)
 
 
+def dft_factors(n: int) -> tuple[int, int]:
+  """N = N1·N2 with N1 the divisor nearest above sqrt(N) (512 = 32·16, 400 = 20·20, 256 = 16·16)."""
+  n1 = next(d for d in range(math.isqrt(n), n + 1) if n % d == 0 and d * d >= n)
+  if n1 == n: raise UserError(f"--n-fft {n} is prime: the factored DFT needs N = N1·N2 (use --dft dense)")
+  return n1, n // n1
+
+
+def factored_dft_bases(cfg: MelConfig, n1: int, n2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The two stage matrices of one Cooley-Tukey split, and the mel filterbank with its rows put in
+  the (k1, k2) order the second stage writes (k = k1 + N1·k2; rows with k > N/2 are zero)."""
+  N = cfg.n_fft
+  K2 = (N // 2) // n1 + 1                             # k2 = 0 … K2-1 reaches every k ≤ N/2
+  k1 = np.arange(n1)
+  a1 = 2 * np.pi * np.outer(np.arange(n1), k1) / n1                                # (n1, k1)
+  stage1 = np.concatenate([np.cos(a1), -np.sin(a1)], axis=1)                       # (N1, 2·N1)
+  k = k1[:, None, None] + n1 * np.arange(K2)[None, None, :]                        # (N1, 1, K2)
+  a2 = 2 * np.pi * np.arange(n2)[None, :, None] * k / N                            # (N1, N2, K2)
+  P, Q = np.cos(a2), -np.sin(a2)                                                   # e^(-i·a2) = P + iQ
+  # (a + ib)(P + iQ) = (aP - bQ) + i(aQ + bP): [a | b] @ [[P, Q], [-Q, P]]
+  stage2 = np.concatenate([np.concatenate([P, Q], axis=2), np.concatenate([-Q, P], axis=2)], axis=1)
+  fb = mel_filterbank(cfg)                                                          # (F, n_mels)
+  fb_k = np.zeros((n1 * K2, fb.shape[1]))
+  kk = k.reshape(n1, K2)
+  fb_k[(kk <= N // 2).reshape(-1)] = fb[kk[kk <= N // 2]]
+  return stage1, stage2, fb_k                         # (N1, 2·N1), (N1, 2·N2, 2·K2), (N1·K2, n_mels)
+
+
 def hz_to_mel(f, scale: str):
   f = np.asarray(f, dtype=np.float64)
   if scale == "htk": return 2595.0 * np.log10(1.0 + f / 700.0)
@@ -188,10 +232,44 @@ class LogMel:
   """wave (B, L) -> log-mel (B, n_mels, T). `framing` chooses how frames reach the DFT matmul."""
   FRAMINGS = ("conv", "unfold", "hopsum", "gather")
 
-  def __init__(self, cfg: MelConfig, framing: str = "conv", dft_dtype=dtypes.float32):
-    self.cfg, self.framing, self.dft_dtype = cfg.validate(), framing, dft_dtype
+  def __init__(self, cfg: MelConfig, framing: str = "conv", dft_dtype=dtypes.float32, dft: str = "dense"):
+    self.cfg, self.framing, self.dft_dtype, self.dft = cfg.validate(), framing, dft_dtype, dft
+    if dft == "factored":
+      if framing not in ("unfold", "gather"): raise UserError(f"the factored DFT takes frames by unfold or gather, not {framing}")
+      self.n1, self.n2 = dft_factors(cfg.n_fft)
+      stage1, stage2, fb = factored_dft_bases(cfg, self.n1, self.n2)
+      self.window = Tensor(window(cfg).astype(np.float32)).cast(dft_dtype).realize()                   # (N,)
+      self.stage1 = Tensor(stage1.astype(np.float32)).cast(dft_dtype).realize()                         # (N1, 2·N1)
+      self.stage2 = Tensor(stage2.astype(np.float32)).cast(dft_dtype).realize()                         # (N1, 2·N2, 2·K2)
+      self.fb = Tensor(fb.astype(np.float32)).realize()                                                 # (N1·K2, n_mels)
+      return
     self.basis = Tensor(dft_basis(cfg).astype(np.float32)).cast(dft_dtype).contiguous().realize()       # (N, N)
     self.fb = Tensor(mel_filterbank(cfg).astype(np.float32)).realize()                                  # (F, n_mels)
+
+  def frames(self, x: Tensor) -> Tensor:
+    """(B, L) padded clip -> (B, T, N) frames: a view of x (unfold: repeat + shrink + reshape, no copy)
+    or an index tensor (T, N) (gather: the frames are written out)."""
+    N, hop = self.cfg.n_fft, self.cfg.hop
+    if self.framing == "unfold": return x.unfold(1, N, hop)
+    T = 1 + (x.shape[1] - N) // hop
+    return x[:, Tensor.arange(T).reshape(T, 1) * hop + Tensor.arange(N).reshape(1, N)]
+
+  def factored_power(self, wave: Tensor) -> Tensor:
+    """(B, L) -> |X|^p (B, T, N1·K2) in the (k1, k2) order of the Cooley-Tukey split (see the docstring)."""
+    cfg, N1, N2 = self.cfg, self.n1, self.n2
+    x = wave.cast(self.dft_dtype)
+    if cfg.center: x = x.pad(((0, 0), (cfg.n_fft // 2, cfg.n_fft // 2)), mode="reflect")
+    frames = self.frames(x) * self.window                                              # (B, T, N), n = n1·N2 + n2
+    B, T, _ = frames.shape
+    # stage 1: a length-N1 DFT over n1 for every n2                                   (B, T, N2, N1) @ (N1, 2·N1)
+    y = frames.reshape(B, T, N1, N2).transpose(2, 3).matmul(self.stage1, dtype=dtypes.float32)
+    # regroup by k1: [Re Y(k1, n2) over n2 | Im Y(k1, n2) over n2]                    (B, T, N1, 1, 2·N2)
+    y = y.reshape(B, T, N2, 2, N1).permute(0, 1, 4, 3, 2).reshape(B, T, N1, 1, 2 * N2).cast(self.dft_dtype)
+    # stage 2: twiddle and a length-N2 DFT over n2, one complex matrix per k1         (N1, 2·N2, 2·K2)
+    z = y.matmul(self.stage2, dtype=dtypes.float32).reshape(B, T, N1, -1)               # (B, T, N1, 2·K2)
+    K2 = z.shape[-1] // 2
+    power = (z[..., :K2].square() + z[..., K2:].square()).reshape(B, T, N1 * K2)
+    return (power.sqrt() if cfg.power == 1 else power).contiguous()
 
   def spectrum(self, wave: Tensor) -> Tensor:
     """(B, L) -> [Re | Im] (B, T, N), float32 accumulation whatever dft_dtype is."""
@@ -203,17 +281,13 @@ class LogMel:
     if self.framing == "conv":        # N filters of width N, stride hop: the DFT as a strided conv1d
       filters = self.basis.T.reshape(N, 1, 1, N)
       return x.reshape(B, 1, 1, L).conv2d(filters, stride=(1, hop), dtype=dtypes.float32).reshape(B, N, T).transpose(1, 2)
-    if self.framing == "unfold":      # a (B, T, N) view of x (repeat + shrink + reshape, no copy) @ W
-      return x.unfold(1, N, hop).matmul(self.basis, dtype=dtypes.float32)
+    if self.framing in ("unfold", "gather"): return self.frames(x).matmul(self.basis, dtype=dtypes.float32)
     if self.framing == "hopsum":      # x as (B, L/hop, hop) chunks: frame t = chunks t..t+Q-1, so
       Q = -(-N // hop)                # X = Σ_q chunks[:, q:q+T] @ W[q*hop:(q+1)*hop]  (W zero-padded to Q*hop rows)
       need = (T + Q - 1) * hop
       chunks = (x.pad(((0, 0), (0, need - L))) if need >= L else x[:, :need]).reshape(B, T + Q - 1, hop)
       W = self.basis.pad(((0, Q * hop - N), (0, 0)))
       return sum(chunks[:, q:q + T].matmul(W[q * hop:(q + 1) * hop], dtype=dtypes.float32) for q in range(Q))
-    if self.framing == "gather":      # index tensor (T, N): the slow baseline
-      index = Tensor.arange(T).reshape(T, 1) * hop + Tensor.arange(N).reshape(1, N)
-      return x[:, index].matmul(self.basis, dtype=dtypes.float32)
     raise ValueError(f"unknown framing {self.framing!r}")
 
   def power(self, wave: Tensor) -> Tensor:
@@ -226,7 +300,8 @@ class LogMel:
     return (power.sqrt() if self.cfg.power == 1 else power).contiguous()
 
   def mel(self, wave: Tensor) -> Tensor:
-    return self.power(wave).matmul(self.fb).transpose(1, 2)                 # (B, n_mels, T)
+    power = self.factored_power(wave) if self.dft == "factored" else self.power(wave)
+    return power.matmul(self.fb).transpose(1, 2)                            # (B, n_mels, T)
 
   def __call__(self, wave: Tensor) -> Tensor:
     mel = self.mel(wave)
@@ -563,6 +638,7 @@ def bench(args) -> int:
   clips = {n: rng.standard_normal((n, cfg.sample_rate)).astype(np.float32) * 0.1 for n in (1, big)}
   device_clips = {n: Tensor(c).realize() for n, c in clips.items()}
   frontends = {f: LogMel(cfg, f) for f in LogMel.FRAMINGS}       # same numbers, different kernels
+  factored = {f: LogMel(cfg, f, dft="factored") for f in ("unfold", "gather")}
   fb = mel_filterbank(cfg).astype(np.float32)
   def logmel_case(name, frontend, n, tf32=False):
     # ALLOW_TF32 is read when kernels compile, so the context spans the JIT's capture (and any BEAM search)
@@ -573,8 +649,12 @@ def bench(args) -> int:
       rec["max_abs_err_vs_numpy"] = float(np.abs(jit(device_clips[n]).numpy() - numpy_logmel(clips[n], cfg, fb)).max())
   if "logmel" in args.cases:
     logmel_case("log-mel conv", frontends["conv"], 1)
+    logmel_case("log-mel unfold factored", factored["unfold"], 1)
     for framing in (("conv",) if quick else LogMel.FRAMINGS): logmel_case(f"log-mel {framing}", frontends[framing], big)
+    for framing in (("unfold",) if quick else ("unfold", "gather")): logmel_case(f"log-mel {framing} factored", factored[framing], big)
     if not quick:
+      logmel_case("log-mel unfold factored fp16-DFT", LogMel(cfg, "unfold", dtypes.half, dft="factored"), big)
+      logmel_case("log-mel unfold factored tf32-DFT", factored["unfold"], big, tf32=True)
       for framing in ("conv", "unfold"):
         logmel_case(f"log-mel {framing} fp16-DFT", LogMel(cfg, framing, dtypes.half), big)
         logmel_case(f"log-mel {framing} tf32-DFT", frontends[framing], big, tf32=True)
@@ -584,7 +664,7 @@ def bench(args) -> int:
             sync=lambda: None, **iters, audio_s_per_call=n * 1.0)
   # the classifier at its training configuration: 1 s clips at 8 kHz -> (40, 101) log-mel
   ccfg = MelConfig()
-  frontend, model = LogMel(ccfg, args.framing), AudioCNN(len(SYNTH_CLASSES), args.widths, ccfg.n_mels)
+  frontend, model = LogMel(ccfg, args.framing, dft=args.dft), AudioCNN(len(SYNTH_CLASSES), args.widths, ccfg.n_mels)
   predict = {n: make_predict(frontend, model) for n in (1, big)}          # one JIT per input shape
   waves = {n: Tensor(rng.standard_normal((n, ccfg.sample_rate)).astype(np.float32) * 0.1).realize() for n in (1, big)}
   if "classify" in args.cases:
@@ -644,7 +724,8 @@ def parse_args(argv=None):
   f.add_argument("--mel-norm", choices=("slaney", "none"), default="slaney", help="slaney: equal-area triangles; none: peak 1")
   f.add_argument("--log", choices=("ln", "db"), default="ln", help="ln(mel) or 10*log10(mel)")
   f.add_argument("--log-floor", type=positive_float, default=1e-6, help="mel power is clamped to at least this before the log")
-  f.add_argument("--framing", choices=LogMel.FRAMINGS, default="conv", help="how frames reach the DFT matmul (same result)")
+  f.add_argument("--dft", choices=("factored", "dense"), default="factored", help="factored: one Cooley-Tukey split, two small matmuls (~5x fewer FLOPs); dense: one N x N matmul")
+  f.add_argument("--framing", choices=LogMel.FRAMINGS, default="unfold", help="how frames reach the DFT (same result); conv and hopsum need --dft dense")
   p.add_argument("--cases", type=lambda v: set(v.split(",")), default="logmel,numpy,classify,train",
                  help="with --bench: which groups to time, comma-separated from logmel,numpy,classify,train")
   t = p.add_argument_group("training")
@@ -657,6 +738,8 @@ def parse_args(argv=None):
   args = p.parse_args(argv)
   if not args.cases or args.cases - {"logmel", "numpy", "classify", "train"}:
     p.error(f"--cases {','.join(sorted(args.cases))}: choose from logmel,numpy,classify,train")
+  if args.dft == "factored" and args.framing not in ("unfold", "gather"):
+    p.error(f"--framing {args.framing} builds the dense DFT into the framing; with --dft factored use unfold or gather")
   if args.quick and args.data is None:
     args.train_clips, args.test_clips, args.steps, args.batch, args.widths, args.hop = 800, 200, 100, 32, [8, 16, 32], 160
   return args
@@ -668,7 +751,7 @@ def frontend_config(args) -> MelConfig:
                    fmax=args.fmax, mel_scale=args.mel_scale, mel_norm=args.mel_norm, log=args.log, log_floor=args.log_floor).validate()
 
 
-def load_model(path: str):
+def load_model(path: str, framing: str = "unfold", dft: str = "factored"):
   """-> (frontend, model, meta) rebuilt from a checkpoint's metadata; one-line errors."""
   from common.files import load_checkpoint, check_state_matches
   from tinygrad.nn.state import load_state_dict
@@ -678,7 +761,7 @@ def load_model(path: str):
   model = AudioCNN(len(meta["labels"]), meta["widths"], cfg.n_mels)
   check_state_matches(get_state_dict(model), state, f"checkpoint {path}")
   load_state_dict(model, state, verbose=False)
-  return LogMel(cfg), model, meta
+  return LogMel(cfg, framing, dft=dft), model, meta
 
 
 def main() -> int:
@@ -691,7 +774,7 @@ def main() -> int:
   out = Path(args.out)
 
   if args.file:                                          # inference on one file: top-3
-    frontend, model, meta = load_model(args.load)
+    frontend, model, meta = load_model(args.load, args.framing, args.dft)
     cfg, labels = frontend.cfg, meta["labels"]
     wave = load_audio(args.file, cfg.sample_rate, int(round(meta["clip_seconds"] * cfg.sample_rate)), meta["peak_normalize"])
     probs = make_predict(frontend, model)(Tensor(wave[None])).numpy()[0]
@@ -702,7 +785,7 @@ def main() -> int:
       print(f"wrote {out / 'visualize.png'}")
     return 0
 
-  if args.load: frontend, model, meta = load_model(args.load)
+  if args.load: frontend, model, meta = load_model(args.load, args.framing, args.dft)
   cfg = frontend.cfg if args.load else frontend_config(args)
   clip_seconds = meta["clip_seconds"] if args.load else args.clip_seconds
   n_samples = int(round(clip_seconds * cfg.sample_rate))
@@ -723,7 +806,7 @@ def main() -> int:
   if args.load:
     predict, history, train_s = make_predict(frontend, model), None, 0.0
   else:
-    frontend, model = LogMel(cfg, args.framing), AudioCNN(len(labels), args.widths, cfg.n_mels)
+    frontend, model = LogMel(cfg, args.framing, dft=args.dft), AudioCNN(len(labels), args.widths, cfg.n_mels)
     if T < 2 ** len(args.widths) or cfg.n_mels < 2 ** len(args.widths):
       fail(f"log-mel ({cfg.n_mels}, {T}) is too small for {len(args.widths)} pooling blocks: fewer --widths or more --n-mels")
     n_params = sum(p.numel() for p in get_parameters(model))

@@ -94,23 +94,29 @@ def test_slaney_norm_gives_equal_areas():
 
 # ---- the tinygrad log-mel against the float64 reference -----------------------------------------
 
+# every front end: the dense N x N DFT (conv framing) and the factored Cooley-Tukey DFT (unfold framing)
+FRONTENDS = {"dense": dict(framing="conv"), "factored": dict(framing="unfold", dft="factored")}
+
+
+@pytest.mark.parametrize("dft", FRONTENDS)
 @pytest.mark.parametrize("n_fft", [256, 400, 512, 1024])
 @pytest.mark.parametrize("scale,norm", [("htk", "none"), ("htk", "slaney"), ("slaney", "none"), ("slaney", "slaney")])
-def test_mel_spectrogram_matches_rfft_reference(n_fft, scale, norm):
+def test_mel_spectrogram_matches_rfft_reference(n_fft, scale, norm, dft):
   sr = 16000
   cfg = ac.MelConfig(sample_rate=sr, n_fft=n_fft, win_length=n_fft, hop=160, n_mels=64, fmin=0.0, fmax=8000.0, mel_scale=scale, mel_norm=norm)
   x = probe_signals(sr)
-  got = ac.LogMel(cfg).mel(Tensor(x)).numpy()
+  got = ac.LogMel(cfg, **FRONTENDS[dft]).mel(Tensor(x)).numpy()
   np.testing.assert_allclose(got, ref_mel_spectrogram(x, sr, n_fft, 160, 64, 0.0, 8000.0, scale, norm), atol=ATOL, rtol=RTOL)
 
 
+@pytest.mark.parametrize("dft", FRONTENDS)
 @pytest.mark.parametrize("kw", [dict(win_length=300, window="hamming"), dict(power=1.0), dict(center=False)])
-def test_window_power_and_center_options(kw):
+def test_window_power_and_center_options(kw, dft):
   sr = 8000
   cfg = ac.MelConfig(sample_rate=sr, n_fft=400, hop=100, n_mels=40, fmin=20.0, mel_scale="htk", mel_norm="none", **{"win_length": 400, **kw})
   x = probe_signals(sr, 3000)
   expected = ref_mel_spectrogram(x, sr, 400, 100, 40, 20.0, 4000.0, "htk", "none", **kw)
-  np.testing.assert_allclose(ac.LogMel(cfg).mel(Tensor(x)).numpy(), expected, atol=ATOL, rtol=RTOL)
+  np.testing.assert_allclose(ac.LogMel(cfg, **FRONTENDS[dft]).mel(Tensor(x)).numpy(), expected, atol=ATOL, rtol=RTOL)
 
 
 def test_framings_agree_and_log_floor():
@@ -118,6 +124,7 @@ def test_framings_agree_and_log_floor():
   x = probe_signals(8000, 2000)
   x[1] = 0                                                             # digital silence hits the floor
   outs = {f: ac.LogMel(cfg, f)(Tensor(x)).numpy() for f in ac.LogMel.FRAMINGS}
+  outs.update({f"{f} factored": ac.LogMel(cfg, f, dft="factored")(Tensor(x)).numpy() for f in ("unfold", "gather")})
   for f, o in outs.items():
     assert o.shape == (2, 40, cfg.n_frames(2000)), f
     np.testing.assert_allclose(o, outs["conv"], atol=2e-3, rtol=1e-4, err_msg=f)
@@ -136,7 +143,24 @@ def test_matches_librosa():
                                                                              htk=scale == "htk", norm=norm, dtype=np.float64), atol=1e-6)
     expected = librosa.feature.melspectrogram(y=x, sr=sr, n_fft=n_fft, hop_length=160, window="hann", center=True, pad_mode="reflect",
                                               power=2.0, n_mels=64, fmin=0.0, fmax=8000.0, htk=scale == "htk", norm=norm)
-    np.testing.assert_allclose(ac.LogMel(cfg).mel(Tensor(x.astype(np.float32))).numpy(), expected, atol=ATOL, rtol=RTOL)
+    for kw in FRONTENDS.values():
+      np.testing.assert_allclose(ac.LogMel(cfg, **kw).mel(Tensor(x.astype(np.float32))).numpy(), expected, atol=ATOL, rtol=RTOL)
+
+
+def test_dft_factors_and_factored_framing():
+  assert ac.dft_factors(512) == (32, 16) and ac.dft_factors(400) == (20, 20) and ac.dft_factors(256) == (16, 16)
+  assert ac.dft_factors(320) == (20, 16)
+  cfg = ac.MelConfig(sample_rate=8000, n_fft=256, win_length=200, hop=80, n_mels=40)
+  with pytest.raises(ac.UserError, match="unfold or gather"): ac.LogMel(cfg, "conv", dft="factored")
+  # the stage-2 output covers k = 0 … N/2 exactly once: the reordered filterbank holds every row of fb
+  n1, n2 = ac.dft_factors(cfg.n_fft)
+  _, stage2, fb_k = ac.factored_dft_bases(cfg, n1, n2)
+  assert stage2.shape == (n1, 2 * n2, 2 * ((cfg.n_fft // 2) // n1 + 1))
+  np.testing.assert_allclose(np.sort(fb_k.sum(1))[-cfg.n_freqs:], np.sort(ac.mel_filterbank(cfg).sum(1)))
+  # an odd N1 (250 = 25·10): the conjugate half of stage 1 is one bin shorter than the computed half
+  odd = ac.MelConfig(sample_rate=8000, n_fft=250, win_length=250, hop=80, n_mels=40)
+  x = Tensor(probe_signals(8000, 2000))
+  np.testing.assert_allclose(ac.LogMel(odd, "unfold", dft="factored").mel(x).numpy(), ac.LogMel(odd, "conv").mel(x).numpy(), atol=ATOL, rtol=1e-4)
 
 
 # ---- resampling ----------------------------------------------------------------------------------
