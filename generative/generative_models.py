@@ -32,7 +32,10 @@ geometric shapes (RGB) instead; `--data PATH` reads MNIST idx files (.gz or raw)
        x̂_0 = clip((x_t - sqrt(1 - ᾱ_t) ε_θ) / sqrt(ᾱ_t), -1, 1),  x_{t-1} = μ̃_t(x̂_0, x_t) + sqrt(β̃_t) z
    (the same step as the ε form above, with x̂_0 kept inside the data range), 1000 network calls.
    Sampling, DDIM (Song et al. 2021, η = 0): deterministic jumps over a subsequence τ of --ddim-steps
-   timesteps: x_{τ'} = sqrt(ᾱ_{τ'}) x̂_0 + sqrt(1 - ᾱ_{τ'}) ε_θ(x_τ, τ), 50 calls instead of 1000.
+   timesteps: x_{τ'} = sqrt(ᾱ_{τ'}) x̂_0 + sqrt(1 - ᾱ_{τ'}) ε̂, 50 calls instead of 1000, with x̂_0 clipped as
+   above and ε̂ = (x_τ - sqrt(ᾱ_τ) x̂_0) / sqrt(1 - ᾱ_τ) the noise that this x̂_0 implies (ε_θ itself where
+   x̂_0 was in range). With the raw ε_θ instead, whatever the clip cut off x̂_0 returns into x_{τ'} with the
+   opposite sign: guidance, which pushes x̂_0 far out of range, then turned guided samples into other classes.
    Network: a small U-Net. ε_θ(x_t, t, y): conv in -> [res block] at S, S/2, S/4 going down (each
    res block: GroupNorm, SiLU, conv3x3, + time embedding, GroupNorm, SiLU, conv3x3, + skip), self-
    attention at S/4, then up again with the skips concatenated; t enters as a sinusoidal embedding
@@ -419,8 +422,10 @@ class Sampler:
   def _ddim(self, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
     # c = [t, sqrt ᾱ_t, sqrt(1-ᾱ_t), sqrt ᾱ_t', sqrt(1-ᾱ_t')] with t' the next (earlier) timestep
     t = c[0].cast(dtypes.int32).reshape(1).expand(x.shape[0])
-    eps = self.eps(x, t, y)
-    x0 = self._x0_hat(x, eps, c[1], c[2])
+    x0 = self._x0_hat(x, self.eps(x, t, y), c[1], c[2])
+    # the noise that the clipped x̂_0 leaves in x_t: guidance pushes x̂_0 well outside [-1, 1], and the raw ε
+    # would carry the clipped-off excess into x_t' with the opposite sign (guided digits turned into others)
+    eps = (x - c[1] * x0) / c[2]
     return (c[3] * x0 + c[4] * eps).realize()
 
   def ancestral_coefs(self, i: int) -> Tensor:

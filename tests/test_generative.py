@@ -138,6 +138,20 @@ def test_samplers_reach_the_data_with_an_exact_noise_predictor(method):
   assert len(snaps) == 4 and np.abs(snaps[0] - (target[0] + 1) / 2).mean() > 0.05   # it started as noise
 
 
+def test_ddim_step_stays_on_the_noising_path_of_the_clipped_x0():
+  # Guidance extrapolates ε, so x̂_0 overshoots [-1, 1] and is clipped. A DDIM step from
+  # x_t = sqrt(ab_t) x* + sqrt(1-ab_t) z must land on sqrt(ab_t') x* + sqrt(1-ab_t') z, x* the clipped x̂_0.
+  # With the raw ε it landed 2 sqrt(ab_t/(1-ab_t)) x* away in the noise term: conditional samples flipped class.
+  sched = gm.Schedule("linear", 100)
+  target = np.where(np.arange(16) % 3 == 0, 1.0, -1.0).astype(np.float32).reshape(1, 1, 4, 4)
+  sampler = gm.Sampler(OracleEps(sched, 3 * target), sched, guidance=1.0)   # x̂_0 = 3 x*, clipped to x*
+  z = np.random.default_rng(0).standard_normal((2, 1, 4, 4)).astype(np.float32)
+  ab, i, j = sched.alpha_bar, 60, 40
+  x_i = (math.sqrt(ab[i]) * target + math.sqrt(1 - ab[i]) * z).astype(np.float32)
+  x_j = sampler.ddim_step(Tensor(x_i), Tensor(np.zeros(2, np.int32)), sampler.ddim_coefs(i, j)).numpy()
+  np.testing.assert_allclose(x_j, math.sqrt(ab[j]) * target + math.sqrt(1 - ab[j]) * z, atol=1e-4)
+
+
 def test_frechet_distance_identities():
   rng = np.random.default_rng(0)
   a = rng.standard_normal((500, 6)) @ rng.standard_normal((6, 6))
