@@ -9,6 +9,8 @@ import contextlib, json, math, os, tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from common.cli import UserError
 
 
@@ -58,13 +60,32 @@ def save_json(obj: Any, dest: str | os.PathLike) -> Path:
 
 # ---- checkpoints (safetensors through tinygrad's nn.state) ------------------------------------
 
+_SAFETENSORS_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32", "int16": "I16",
+                       "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+
+
 def save_checkpoint(state: dict, dest: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
   """Write a state dict of tinygrad Tensors to `dest` (.safetensors) atomically. Metadata values
-  are stored as strings (the safetensors format allows only strings there)."""
-  from tinygrad.nn.state import safe_save
+  are stored as strings (the safetensors format allows only strings there).
+
+  The file is assembled here from each tensor's host copy (8-byte little-endian header length, JSON
+  header, raw bytes) rather than with tinygrad's safe_save: that one writes through a DISK tensor and
+  compiles a small CPU kernel on the way, so saving on a GPU machine without clang failed after the
+  whole training run. tinygrad's safe_load reads the result (tests check the round trip)."""
   meta = {k: v if isinstance(v, str) else json.dumps(_jsonable(v)) for k, v in (metadata or {}).items()}
+  header: dict[str, Any] = {"__metadata__": meta} if meta else {}
+  arrays, offset = [], 0
+  for name, t in state.items():
+    a = np.ascontiguousarray(t.numpy() if hasattr(t, "numpy") else t)
+    if a.dtype.name not in _SAFETENSORS_DTYPES: raise ValueError(f"save_checkpoint: {name} has dtype {a.dtype}, which this writer does not map")
+    header[name] = {"dtype": _SAFETENSORS_DTYPES[a.dtype.name], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+    arrays.append(a); offset += a.nbytes
+  blob = json.dumps(header, separators=(",", ":")).encode()
+  blob += b" " * (-len(blob) % 8)                    # the tensor data starts 8-byte aligned
   with atomic_path(dest) as tmp:
-    safe_save({k: v.contiguous().realize() for k, v in state.items()}, str(tmp), metadata=meta or None)
+    with open(tmp, "wb") as f:
+      f.write(len(blob).to_bytes(8, "little")); f.write(blob)
+      for a in arrays: f.write(a.tobytes())
   return Path(dest)
 
 
