@@ -76,7 +76,7 @@ def save_checkpoint(state: dict, dest: str | os.PathLike, metadata: dict[str, An
   header: dict[str, Any] = {"__metadata__": meta} if meta else {}
   arrays, offset = [], 0
   for name, t in state.items():
-    a = np.ascontiguousarray(t.numpy() if hasattr(t, "numpy") else t)
+    a = np.asarray(t.numpy() if hasattr(t, "numpy") else t)          # (not ascontiguousarray: it turns shape () into (1,))
     if a.dtype.name not in _SAFETENSORS_DTYPES: raise ValueError(f"save_checkpoint: {name} has dtype {a.dtype}, which this writer does not map")
     header[name] = {"dtype": _SAFETENSORS_DTYPES[a.dtype.name], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
     arrays.append(a); offset += a.nbytes

@@ -33,9 +33,11 @@ def test_checkpoint_roundtrip_and_metadata(tmp_path):
   np.testing.assert_array_equal(t["w"].numpy(), w.numpy())
   assert t["h"].dtype == dtypes.half and meta == {"labels": ["a", "b"], "note": "x"}
   # the writer is ours (no tinygrad safe_save): int8 and int32 survive too, and the data starts 8-byte aligned
-  q = save_checkpoint({"q": Tensor([[-128, 5], [127, 0]], dtype=dtypes.int8), "i": Tensor([7, -9], dtype=dtypes.int32)}, tmp_path / "q.safetensors")
+  q = save_checkpoint({"q": Tensor([[-128, 5], [127, 0]], dtype=dtypes.int8), "i": Tensor([7, -9], dtype=dtypes.int32),
+                       "n": Tensor(3, dtype=dtypes.int32)}, tmp_path / "q.safetensors")          # n: a 0-d tensor (BatchNorm's counter)
   t, _ = load_checkpoint(q)
   assert t["q"].dtype == dtypes.int8 and t["q"].tolist() == [[-128, 5], [127, 0]] and t["i"].tolist() == [7, -9]
+  assert t["n"].shape == () and t["n"].item() == 3
   assert int.from_bytes(q.read_bytes()[:8], "little") % 8 == 0
 
 
