@@ -140,6 +140,19 @@ class Bench:
 TF32_MODES = ("default", "on", "off")
 
 
+def jit_kernel_count(jit: Any) -> int:
+  """Kernels one replay of a captured TinyJit launches, counting each kernel inside a GPU graph.
+  (GlobalCounters.kernel_count counts a CUDA graph as one launch, so on a GPU it says "2" for a step of
+  hundreds of kernels.)"""
+  from tinygrad.uop.ops import Ops
+  n = 0
+  for call in jit.captured._linear.src:
+    ast = call.src[0]
+    if ast.op is Ops.CUSTOM_FUNCTION and ast.arg == "graph": n += sum(1 for c in ast.src[0].src if c.src[0].op is Ops.PROGRAM)
+    elif ast.op is Ops.PROGRAM: n += 1
+  return n
+
+
 def torch_tf32(torch: Any, mode: str) -> str:
   """Set PyTorch's TF32 switches for a reference run and say what they are. PyTorch's defaults let cuDNN
   convolutions use TF32 tensor cores (10-bit mantissa inputs, fp32 accumulation) but not matmuls; tinygrad

@@ -83,9 +83,8 @@ from pathlib import Path
 import common                      # first: turns NV=1 / CUDA=1 into DEV=... before tinygrad reads it
 import numpy as np
 from tinygrad import Tensor, TinyJit, Device, GlobalCounters, Context, UOp, dtypes, nn
-from tinygrad.uop.ops import Ops
 from common import UserError, check
-from common.bench import Bench
+from common.bench import Bench, jit_kernel_count
 from common.cli import int_list, positive_float, probability
 from common.device import open_device
 from common.files import out_dir, save_json, save_checkpoint, load_checkpoint, check_state_matches
@@ -503,13 +502,8 @@ class Decoder:
     return out
 
   def kernels_per_token(self) -> int:
-    """Kernels in the captured step (a CUDA/HCQ graph counts every kernel inside it)."""
-    n = 0
-    for call in self.step.captured._linear.src:
-      ast = call.src[0]
-      if ast.op is Ops.CUSTOM_FUNCTION and ast.arg == "graph": n += sum(1 for c in ast.src[0].src if c.src[0].op is Ops.PROGRAM)
-      elif ast.op is Ops.PROGRAM: n += 1
-    return n
+    """Kernels in the captured step (a CUDA graph counts every kernel inside it)."""
+    return jit_kernel_count(self.step)
 
 
 def measure_copy_bandwidth(bench: Bench, mib: int) -> float:

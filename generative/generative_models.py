@@ -559,17 +559,17 @@ def loss_drop(losses: list[float]) -> float:
 # ==== 8. --bench ====================================================================================
 
 def run_bench(args) -> None:
-  from common.bench import Bench
+  from common.bench import Bench, jit_kernel_count
   from common.device import synchronize
   bench = Bench(PROJECT)
 
-  def timed(case: str, fn, rate, **iters) -> dict:
+  def timed(case: str, fn, rate, jit, **iters) -> dict:
     """Time `fn`, then count one replay's kernels and FLOPs: many tiny kernels mean launch-bound,
     achieved GFLOP/s far below the device's peak with few kernels means the kernels themselves are slow."""
     rec = bench.run(case, fn, rate=rate, **iters)
     GlobalCounters.reset()
     fn(); synchronize()
-    rec.update(kernels=GlobalCounters.kernel_count, gflop=GlobalCounters.global_ops / 1e9,
+    rec.update(kernels=jit_kernel_count(jit), gflop=GlobalCounters.global_ops / 1e9,
                achieved_gflops=GlobalCounters.global_ops / 1e9 / (rec["median_ms"] / 1e3))
     return rec
 
@@ -581,7 +581,7 @@ def run_bench(args) -> None:
     ae = Autoencoder(3, 32, args.latent)
     step = make_ae_step(ae, args.lr)
     x = Tensor(rng.random((b, 3, 32, 32), dtype=np.float32)).realize()
-    timed(f"AE train step b={b} 3x32x32", lambda: step(x), (b, "images/s"), **iters)
+    timed(f"AE train step b={b} 3x32x32", lambda: step(x), (b, "images/s"), step, **iters)
   if args.model == "ae": return finish_bench(bench, args)
   # the DDPM at the data's shape
   c, s = (3 if args.dataset == "shapes" else 1), args.size
@@ -595,19 +595,19 @@ def run_bench(args) -> None:
     x = Tensor(rng.uniform(-1, 1, (b, c, s, s)).astype(np.float32)).realize()
     y = Tensor(rng.integers(0, 10, b).astype(np.int32)).realize()
     decay = Tensor([0.999]).realize()
-    timed(f"DDPM train step b={b} {c}x{s}x{s} width {args.width}", lambda: step(x, y, decay), (b, "images/s"), **iters)
+    timed(f"DDPM train step b={b} {c}x{s}x{s} width {args.width}", lambda: step(x, y, decay), (b, "images/s"), step, **iters)
   nb = batch_sizes[-1]
   unet = UNet(c, args.width, n_classes)
   realize_init(unet)
   fwd = TinyJit(lambda x, t: unet(x, t).realize())
   x = Tensor(rng.standard_normal((nb, c, s, s)).astype(np.float32)).realize()
   t = Tensor(rng.integers(0, args.T, nb).astype(np.int32)).realize()
-  timed(f"U-Net forward b={nb}", lambda: fwd(x, t), (nb, "images/s"), **iters)
+  timed(f"U-Net forward b={nb}", lambda: fwd(x, t), (nb, "images/s"), fwd, **iters)
   sampler = Sampler(unet, sched, args.guidance)
   y = Tensor(rng.integers(0, 10, nb).astype(np.int32)).realize()
   for method, n_steps, fn, coefs in (("ancestral", args.T, sampler.ancestral_step, sampler.ancestral_coefs(500)),
                                      ("DDIM", args.ddim_steps, sampler.ddim_step, sampler.ddim_coefs(500, 480))):
-    rec = timed(f"{method} step b={nb}", lambda: fn(x, y, coefs), (nb / n_steps, "images/s"), **iters)
+    rec = timed(f"{method} step b={nb}", lambda: fn(x, y, coefs), (nb / n_steps, "images/s"), fn, **iters)
     rec["per_image_ms"] = rec["median_ms"] / nb
     rec["full_sample_s"] = rec["median_ms"] * n_steps / 1e3
     rec["sampling_steps"] = n_steps
