@@ -254,12 +254,15 @@ class LogMel:
     T = 1 + (x.shape[1] - N) // hop
     return x[:, Tensor.arange(T).reshape(T, 1) * hop + Tensor.arange(N).reshape(1, N)]
 
+  def padded(self, wave: Tensor) -> Tensor:
+    """(B, L) -> (B, L + n_fft) in the DFT's dtype: n_fft/2 reflected samples at each end when centring."""
+    x = wave.cast(self.dft_dtype)
+    return x.pad(((0, 0), (self.cfg.n_fft // 2, self.cfg.n_fft // 2)), mode="reflect") if self.cfg.center else x
+
   def factored_power(self, wave: Tensor) -> Tensor:
     """(B, L) -> |X|^p (B, T, N1·K2) in the (k1, k2) order of the Cooley-Tukey split (see the docstring)."""
     cfg, N1, N2 = self.cfg, self.n1, self.n2
-    x = wave.cast(self.dft_dtype)
-    if cfg.center: x = x.pad(((0, 0), (cfg.n_fft // 2, cfg.n_fft // 2)), mode="reflect")
-    frames = self.frames(x) * self.window                                              # (B, T, N), n = n1·N2 + n2
+    frames = self.frames(self.padded(wave)) * self.window                                              # (B, T, N), n = n1·N2 + n2
     B, T, _ = frames.shape
     # stage 1: a length-N1 DFT over n1 for every n2                                   (B, T, N2, N1) @ (N1, 2·N1)
     y = frames.reshape(B, T, N1, N2).transpose(2, 3).matmul(self.stage1, dtype=dtypes.float32)
@@ -273,9 +276,8 @@ class LogMel:
 
   def spectrum(self, wave: Tensor) -> Tensor:
     """(B, L) -> [Re | Im] (B, T, N), float32 accumulation whatever dft_dtype is."""
-    cfg, N, hop = self.cfg, self.cfg.n_fft, self.cfg.hop
-    x = wave.cast(self.dft_dtype)
-    if cfg.center: x = x.pad(((0, 0), (N // 2, N // 2)), mode="reflect")
+    N, hop = self.cfg.n_fft, self.cfg.hop
+    x = self.padded(wave)
     B, L = x.shape
     T = 1 + (L - N) // hop
     if self.framing == "conv":        # N filters of width N, stride hop: the DFT as a strided conv1d

@@ -58,7 +58,7 @@ def save_json(obj: Any, dest: str | os.PathLike) -> Path:
   return Path(dest)
 
 
-# ---- checkpoints (safetensors through tinygrad's nn.state) ------------------------------------
+# ---- checkpoints (safetensors: written here, read with tinygrad's nn.state) -------------------
 
 _SAFETENSORS_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32", "int16": "I16",
                        "int8": "I8", "uint8": "U8", "bool": "BOOL"}
