@@ -33,7 +33,8 @@ TWO FEATURE NETWORKS
         python3 -c "import torchvision; torchvision.models.vgg19(weights='IMAGENET1K_V1')"
       leaves ~/.cache/torch/hub/checkpoints/vgg19-dcbb9e9d.pth (548 MB); pass it with --weights (a
       .safetensors export with the same keys works too). Without --weights, --net vgg19 has random
-      weights: right for timing (--bench), not for pictures.
+      weights: right for timing (--bench), not for pictures. Its convolutions are written as im2col + a
+      matmul (conv2d_im2col, below) so that the input gradient is fast; --conv direct uses conv2d.
   --net random (the default)   a random multi-scale feature network, after Ustyuzhaninov et al. 2016
       ("Texture synthesis using shallow convolutional networks with random filters"): random filters,
       ReLU, Gram matrices work as texture descriptors if there are many filters at several scales. Here:
@@ -74,8 +75,9 @@ EXPECTED RESULTS (measured on this code; commands and machines in style-transfer
   2-core CPU (tinygrad CPU device, shared with other jobs): the default demo (256x192, random features,
   Adam, 300 steps) passes with style 0.0070 of its start and content 0.55 of the style picture's, in
   115.6 CPU-seconds (6 min wall under load; ~2 min expected on an idle machine). A VGG-19 Adam step at
-  64 px took 1.6 s there: use a GPU for VGG. NVIDIA H200 (DEV=CUDA) at 512 px: to be measured.
-  Jetson Orin AGX: expected to be several times slower than the H200; not measured.
+  64 px took 1.6 s there: use a GPU for VGG. NVIDIA H200 (DEV=CUDA): the demo at 512 px passes in 10.9 s
+  of steps; a VGG-19 Adam step at 512 px takes 41.6 ms in fp32 without BEAM (PyTorch with TF32 off:
+  18.5 ms). Jetson Orin AGX: expected to be several times slower than the H200; not measured.
 """
 import common  # first: turns NV=1 / CUDA=1 / CPU=1 into DEV=... before tinygrad reads it
 import gc, math, sys, time
@@ -211,12 +213,36 @@ def vgg19_layout() -> list[tuple[str, int, int, int]]:
   return layout
 
 
+def conv2d_im2col(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+  """A stride-1 "same" convolution written as im2col and a matmul; the same result as
+  x.conv2d(w, b, padding=k//2).  x: (B, C, H, W), w: (O, C, k, k) -> (B, O, H, W).
+
+    cols[b, c, t, i, j] = x_pad[b, c, i + dy_t, j + dx_t]       t = (dy, dx), k² shifted views of x
+    y[b, o, i, j]       = Σ_{c,t} w[o, c, t] · cols[b, c, t, i, j] + bias[o]
+
+  Why write it out: style transfer only needs ∂L/∂x, the convolution's *input* gradient. For tinygrad's
+  conv2d, autograd derives it through the pooling view conv2d is built on, which comes out as a masked
+  4×4 window per pixel and ran at ~1.5 TFLOP/s on the H200, a tenth of the forward's speed (the --bench
+  profile). From the lines above autograd derives exactly the textbook backward instead:
+
+    ∂L/∂cols[b, c, t, i, j] = Σ_o w[o, c, t] · ∂L/∂y[b, o, i, j]      a matmul, like the forward
+    ∂L/∂x                   = Σ_t (∂L/∂cols[:, :, t] shifted back by −(dy_t, dx_t))   "col2im": k² adds
+
+  The cols tensor is never stored (its k² views are read inside the matmul's kernel); the gradient
+  ∂L/∂cols is, k²·C·H·W numbers, for the col2im sum. --conv direct uses conv2d, to compare."""
+  (n, c, h, wd), (o, _, k, _) = x.shape, w.shape
+  xp = x.pad((k // 2,) * 4)
+  cols = Tensor.stack(*[xp[:, :, dy:dy + h, dx:dx + wd] for dy in range(k) for dx in range(k)], dim=2)
+  y = (cols.reshape(n, 1, c, k * k, h, wd) * w.reshape(1, o, c, k * k, 1, 1)).sum((2, 3))
+  return (y + b.reshape(1, o, 1, 1)).contiguous_backward()
+
+
 class VGG19Features:
   style_layers = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
   content_layer = "conv4_2"
 
-  def __init__(self, pool: str = "avg", state: dict[str, Tensor] | None = None):
-    self.pool = pool
+  def __init__(self, pool: str = "avg", state: dict[str, Tensor] | None = None, conv: str = "im2col"):
+    self.pool, self.conv = pool, conv
     self.layout = vgg19_layout()
     if state is None:   # random (Kaiming-normal) weights: for timing, or to see why pretrained ones matter
       state = {}
@@ -241,7 +267,7 @@ class VGG19Features:
       if name.endswith("_1") and name != "conv1_1":   # a pool sits before each block's first conv
         x = x.avg_pool2d(2) if self.pool == "avg" else x.max_pool2d(2)
       w, b = self.state[f"features.{i}.weight"].cast(dtype), self.state[f"features.{i}.bias"].cast(dtype)
-      x = out[name] = x.conv2d(w, b, padding=1).relu()
+      x = out[name] = (conv2d_im2col(x, w, b) if self.conv == "im2col" else x.conv2d(w, b, padding=1)).relu()
     return out
 
 
@@ -420,7 +446,7 @@ class StyleProblem:
 def make_net(args):
   if args.net == "vgg19":
     state = load_vgg19_weights(args.weights) if args.weights else None
-    return VGG19Features(args.pool, state)
+    return VGG19Features(args.pool, state, args.conv)
   return RandomFeatures(args.filters, args.kernel)
 
 
@@ -478,7 +504,7 @@ def bench(args) -> int:
   b = Bench(PROJECT)
   for net_name in nets:
     Tensor.manual_seed(args.seed)
-    net = VGG19Features(args.pool, load_vgg19_weights(args.weights) if args.weights and net_name == "vgg19" else None) \
+    net = VGG19Features(args.pool, load_vgg19_weights(args.weights) if args.weights and net_name == "vgg19" else None, args.conv) \
       if net_name == "vgg19" else RandomFeatures(args.filters, args.kernel)
     lw = {n: 1.0 for n in net.style_layers}
     for size in sizes:
@@ -492,7 +518,9 @@ def bench(args) -> int:
         with Context(ALLOW_TF32=int(tf32)):
           iters, limit = (3, 5.0) if args.quick else (20, 20.0)
           if "forward" in args.bench_cases:
-            fwd = TinyJit(lambda: Tensor.stack(*[f.float().sum() for f in net(content, dtype).values()]).realize())
+            # contiguous: each feature map is computed by its own conv kernel, as in the step. A bare .sum()
+            # would let the scheduler fuse each layer's last conv into the reduction (a few threads doing it all)
+            fwd = TinyJit(lambda: Tensor.stack(*[f.contiguous().float().sum() for f in net(content, dtype).values()]).realize())
             b.run(f"{tag} forward", fwd, rate=(1, "img/s"), iters=iters, max_seconds=limit)
             del fwd
           if "gram" in args.bench_cases:
@@ -532,6 +560,8 @@ def parse_args():
   g.add_argument("--net", choices=["random", "vgg19"], default=None, help="feature network; none: vgg19 with --weights, else random")
   g.add_argument("--weights", metavar="PATH", help="torchvision VGG-19 weights (.pth or .safetensors)")
   g.add_argument("--pool", choices=["avg", "max"], default="avg", help="VGG pooling (Gatys: average)")
+  g.add_argument("--conv", choices=["im2col", "direct"], default="im2col",
+                 help="how VGG's convolutions are written: im2col + matmul (fast input gradient) or tinygrad's conv2d")
   g.add_argument("--filters", type=positive_int, default=64, help="random net: filters per pyramid level")
   g.add_argument("--kernel", type=positive_int, default=5, help="random net: filter size (odd)")
   g.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam", help="how the pixels are updated")

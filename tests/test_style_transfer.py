@@ -102,6 +102,39 @@ def test_vgg19_layout_matches_torchvision_and_conv1_1_matches_numpy():
   np.testing.assert_allclose(feats["conv1_1"].numpy(), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("n,c,o,h,w,k", [(1, 3, 8, 9, 7, 3), (2, 4, 5, 6, 6, 5)])
+def test_im2col_conv_and_its_input_gradient_match_numpy(n, c, o, h, w, k):
+  """conv2d_im2col is a same-padding convolution; its input gradient (all style transfer uses) is the
+  full correlation of dL/dy with the flipped kernel, computed here in numpy."""
+  rng = np.random.default_rng(3)
+  x, wt, b, g = (rng.standard_normal(s).astype(np.float32) for s in ((n, c, h, w), (o, c, k, k), (o,), (n, o, h, w)))
+  xt = Tensor(x)
+  y = st.conv2d_im2col(xt, Tensor(wt), Tensor(b))
+  dx, = (y * Tensor(g)).sum().gradient(xt)
+  p = k // 2
+  xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+  want_y = sum(np.einsum("oc,nchw->nohw", wt[:, :, dy, dx_], xp[:, :, dy:dy + h, dx_:dx_ + w]) for dy in range(k) for dx_ in range(k))
+  want_y += b[None, :, None, None]
+  gp = np.pad(g, ((0, 0), (0, 0), (p, p), (p, p)))   # dL/dx[i] = sum_t w[t] g[i - t + p]
+  want_dx = sum(np.einsum("oc,nohw->nchw", wt[:, :, dy, dx_], gp[:, :, k - 1 - dy:k - 1 - dy + h, k - 1 - dx_:k - 1 - dx_ + w])
+                for dy in range(k) for dx_ in range(k))
+  np.testing.assert_allclose(y.numpy(), want_y, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(dx.numpy(), want_dx, rtol=1e-4, atol=1e-4)
+
+
+def test_vgg_conv_modes_give_the_same_features_and_gradient():
+  Tensor.manual_seed(0)
+  a = st.VGG19Features("avg", conv="im2col")
+  d = st.VGG19Features("avg", state=a.state, conv="direct")
+  x = Tensor(np.random.default_rng(4).random((1, 3, 16, 16)).astype(np.float32))
+  fa, fd = a(x), d(x)
+  for name in ("conv1_1", "conv3_1", "conv4_2"):
+    np.testing.assert_allclose(fa[name].numpy(), fd[name].numpy(), rtol=1e-3, atol=1e-4)
+  ga, = fa["conv3_1"].square().sum().gradient(x)
+  gd, = fd["conv3_1"].square().sum().gradient(x)
+  np.testing.assert_allclose(ga.numpy(), gd.numpy(), rtol=1e-3, atol=1e-3 * np.abs(gd.numpy()).max())
+
+
 def test_blur_downsample_matches_numpy():
   x = np.random.default_rng(3).random((1, 2, 9, 8)).astype(np.float32)
   taps = np.array([1, 4, 6, 4, 1]) / 16
