@@ -75,7 +75,7 @@ EXPECTED RESULTS (measured on this code; commands and machines in style-transfer
   2-core CPU (tinygrad CPU device, shared with other jobs): the default demo (256x192, random features,
   Adam, 300 steps) passes with style 0.0070 of its start and content 0.55 of the style picture's, in
   115.6 CPU-seconds (6 min wall under load; ~2 min expected on an idle machine). A VGG-19 Adam step at
-  64 px took 1.6 s there: use a GPU for VGG. NVIDIA H200 (DEV=CUDA): the demo at 512 px passes in 10.9 s
+  64 px took 0.38 s there (1.6 s with --conv direct, under heavier load): use a GPU for VGG. NVIDIA H200 (DEV=CUDA): the demo at 512 px passes in 10.9 s
   of steps; a VGG-19 Adam step at 512 px takes 41.6 ms in fp32 without BEAM (PyTorch with TF32 off:
   18.5 ms). Jetson Orin AGX: expected to be several times slower than the H200; not measured.
 """
@@ -222,8 +222,8 @@ def conv2d_im2col(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
 
   Why write it out: style transfer only needs ∂L/∂x, the convolution's *input* gradient. For tinygrad's
   conv2d, autograd derives it through the pooling view conv2d is built on, which comes out as a masked
-  4×4 window per pixel and ran at ~1.5 TFLOP/s on the H200, a tenth of the forward's speed (the --bench
-  profile). From the lines above autograd derives exactly the textbook backward instead:
+  4×4 window per pixel and ran at ~1.5 TFLOP/s on the H200, a tenth of the forward's speed (per-kernel
+  profile of the Adam step). From the lines above autograd derives exactly the textbook backward instead:
 
     ∂L/∂cols[b, c, t, i, j] = Σ_o w[o, c, t] · ∂L/∂y[b, o, i, j]      a matmul, like the forward
     ∂L/∂x                   = Σ_t (∂L/∂cols[:, :, t] shifted back by −(dy_t, dx_t))   "col2im": k² adds

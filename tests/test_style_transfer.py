@@ -75,15 +75,16 @@ def test_gram_fp16_features_accumulate_in_fp32():
   np.testing.assert_allclose(g.numpy(), np_gram(f.astype(np.float16).astype(np.float32)), rtol=2e-3)
 
 
+def np_conv_same(x, w):
+  """(N, Cin, H, W), (Cout, Cin, k, k) -> (N, Cout, H, W): correlation with zero padding k//2, as conv2d."""
+  (_, _, h, wd), k = x.shape, w.shape[-1]
+  xp = np.pad(x, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+  return sum(np.einsum("oc,nchw->nohw", w[:, :, dy, dx], xp[:, :, dy:dy + h, dx:dx + wd]) for dy in range(k) for dx in range(k))
+
+
 def np_conv3x3_relu(x, w, b):
   """(1, Cin, H, W), (Cout, Cin, 3, 3) -> (1, Cout, H, W), zero padding 1, then ReLU."""
-  _, cin, h, wd = x.shape
-  xp = np.pad(x[0], ((0, 0), (1, 1), (1, 1)))
-  out = np.zeros((w.shape[0], h, wd))
-  for dy in range(3):
-    for dx in range(3):
-      out += np.einsum("oc,chw->ohw", w[:, :, dy, dx], xp[:, dy:dy + h, dx:dx + wd])
-  return np.maximum(out + b[:, None, None], 0)[None]
+  return np.maximum(np_conv_same(x, w) + b[None, :, None, None], 0)
 
 
 def test_vgg19_layout_matches_torchvision_and_conv1_1_matches_numpy():
@@ -111,13 +112,9 @@ def test_im2col_conv_and_its_input_gradient_match_numpy(n, c, o, h, w, k):
   xt = Tensor(x)
   y = st.conv2d_im2col(xt, Tensor(wt), Tensor(b))
   dx, = (y * Tensor(g)).sum().gradient(xt)
-  p = k // 2
-  xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-  want_y = sum(np.einsum("oc,nchw->nohw", wt[:, :, dy, dx_], xp[:, :, dy:dy + h, dx_:dx_ + w]) for dy in range(k) for dx_ in range(k))
-  want_y += b[None, :, None, None]
-  gp = np.pad(g, ((0, 0), (0, 0), (p, p), (p, p)))   # dL/dx[i] = sum_t w[t] g[i - t + p]
-  want_dx = sum(np.einsum("oc,nohw->nchw", wt[:, :, dy, dx_], gp[:, :, k - 1 - dy:k - 1 - dy + h, k - 1 - dx_:k - 1 - dx_ + w])
-                for dy in range(k) for dx_ in range(k))
+  want_y = np_conv_same(x, wt) + b[None, :, None, None]
+  # dL/dx is the correlation of dL/dy with the kernel flipped in space and transposed in channels
+  want_dx = np_conv_same(g, wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
   np.testing.assert_allclose(y.numpy(), want_y, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(dx.numpy(), want_dx, rtol=1e-4, atol=1e-4)
 
