@@ -402,25 +402,13 @@ def rope_table(cfg: LlamaConfig, max_context: int) -> Tensor:
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-  """x / sqrt(mean(x²) + ε) · g, the statistics in fp32 even when x is half."""
+  """x / sqrt(mean(x²) + ε) · g, the statistics in fp32 even when x is half. Followed by a matvec, this costs one
+  tiny kernel (mean(x²): tinygrad stores a reduction that is broadcast afterwards); the division and the ·g happen
+  as the matvec loads x, so the normalized x is never stored."""
   return (x.float() * (x.float().square().mean(-1, keepdim=True) + eps).rsqrt()).cast(x.dtype) * weight
 
 
 def linear(x: Tensor, w) -> Tensor: return x @ as_weight(w).T      # W (out, in); int8 dequantized inside the matmul
-
-
-def norm_linear(x: Tensor, g: Tensor, w, eps: float) -> Tensor:
-  """rms_norm(x, g) @ Wᵀ in ONE kernel.  x (1, 1, d), W (out, d) -> (1, 1, out).
-  1/rms(x) is a single number per token, so it commutes with the matmul:  W (g⊙x / rms) = (W (g⊙x)) / rms.
-  rms needs Σ x², a sum over the same d elements the matvec already loops over. Written as the usual
-  x.square().mean(-1) it would be a kernel of its own (tinygrad realizes a reduction that is broadcast
-  afterwards), so instead every output row sums x² next to its dot product: x² is broadcast to (out, d)
-  first and both reductions share the loop. That repeats d multiply-adds per row (ALU work; a GPU matvec
-  waits on the weights anyway) and saves a launch plus a round trip of 1/rms through memory."""
-  W = as_weight(w)
-  dot = (x * g).matmul(W.T, dtype=dtypes.float)                                               # (1, 1, out), fp32 accumulation
-  sum_sq = x.float().square().unsqueeze(-2).expand(*x.shape[:-1], W.shape[0], x.shape[-1]).sum(-1)   # (1, 1, out): Σ x² in every entry
-  return (dot * (sum_sq / x.shape[-1] + eps).rsqrt()).cast(x.dtype)
 
 
 def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -433,44 +421,43 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 def llama_decode(cfg: LlamaConfig, w: dict, caches: list[Tensor], rope_cs: Tensor, token: Tensor, pos) -> Tensor:
   """One decode step. token (1, 1) int32, pos an int or a bound Variable (the position of this token);
   caches[i] (2, kv_heads, max_context, hd) holds K and V of layer i. Returns logits (1, vocab) float32.
-  Each layer is 8 kernels (the comments number them): every kernel launch costs a few µs on a GPU, so the
-  code is arranged for tinygrad to fuse what it can (see norm_linear, and the softmax below)."""
+  Each layer is 11 kernels (the comments number them). Every launch costs a couple of µs on a GPU, so small steps
+  are fused where that is free (the softmax below); where fusing would slow the matvecs, it is not (see [10])."""
   H, Hkv, hd, dt = cfg.heads, cfg.kv_heads, cfg.hd, w["norm"].dtype
   x = as_weight(w["embed"])[token].reshape(1, 1, cfg.dim)                                 # one row; int8: q·s of that row
   cos, sin = rope_cs[pos:pos + 1, 0], rope_cs[pos:pos + 1, 1]                              # (1, hd/2)
   for i in range(cfg.layers):
-    # [1] the norm and q, k, v: one matvec over the fused [Wq; Wk; Wv]
-    qkv = norm_linear(x, w[f"{i}.attn_norm"], w[f"{i}.wqkv"], cfg.norm_eps)                 # (1, 1, (H + 2·Hkv)·hd)
+    # [1] mean(x²), [2] the normalized x times the fused [Wq; Wk; Wv]: q, k, v from one matvec
+    qkv = linear(rms_norm(x, w[f"{i}.attn_norm"], cfg.norm_eps), w[f"{i}.wqkv"])             # (1, 1, (H + 2·Hkv)·hd)
     q, k, v = qkv.split([H * hd, Hkv * hd, Hkv * hd], dim=-1)
     q, k, v = (t.reshape(1, 1, -1, hd).transpose(1, 2) for t in (q, k, v))                  # (1, heads, 1, hd)
     if cfg.qk_norm: q, k = rms_norm(q, w[f"{i}.q_norm"], cfg.norm_eps), rms_norm(k, w[f"{i}.k_norm"], cfg.norm_eps)
-    q, k = rope(q, cos, sin), rope(k, cos, sin)       # elementwise on qkv: k's goes into [2], q's into [3]
-    # [2] write K, V at pos (its own kernel: a kernel stores to one buffer, and the cache is another one than qkv)
+    q, k = rope(q, cos, sin), rope(k, cos, sin)       # elementwise on qkv: k's goes into [3], q's into [4]
+    # [3] write K, V at pos (its own kernel: a kernel stores to one buffer, and the cache is another one than qkv)
     caches[i][:, :, pos:pos + 1, :].assign(k.cat(v, dim=0).cast(caches[i].dtype))
     keys, values = caches[i][0, :, 0:pos + 1, :].float(), caches[i][1, :, 0:pos + 1, :].float()   # (Hkv, pos+1, hd)
     qg = q.reshape(Hkv, H // Hkv, hd).float()                                               # query heads grouped by their KV head
-    # [3] scores, [4] their max per head (a reduction whose result is then broadcast back over positions is
-    # always stored first, so the max cannot join [3] or [5])
+    # [4] scores, [5] their max per head (a reduction whose result is then broadcast back over positions is
+    # always stored first, so the max cannot join [4] or [6])
     scores = (qg @ keys.transpose(-1, -2)) / math.sqrt(hd)                                  # (Hkv, H/Hkv, pos+1)
     e = (scores - scores.max(-1, keepdim=True)).exp()                                       # softmax numerator, never stored
-    # [5] softmax(scores) @ V = (Σ_t e_t v_t) / Σ_t e_t: the denominator is summed in the same loop over t as
-    # the numerator (e broadcast over hd, as in norm_linear), so the normalization costs no kernel of its own
+    # [6] softmax(scores) @ V = (Σ_t e_t v_t) / Σ_t e_t: the denominator is summed in the same loop over t as
+    # the numerator (e broadcast over hd first), so the normalization costs no kernel of its own
     numerator = e @ values                                                                  # (Hkv, H/Hkv, hd)
     denominator = e.unsqueeze(-1).expand(*e.shape, hd).sum(-2)                              # (Hkv, H/Hkv, hd), Σ_t e_t in every entry
     attn = (numerator / denominator).reshape(1, 1, H * hd).cast(dt)
-    # [6] output projection and residual add
+    # [7] output projection and residual add
     x = x + linear(attn, w[f"{i}.wo"])
-    # [7] the norm, gate and up, and SwiGLU: here the fused [Wg; Wu] is split *before* the matmul, into two views
-    # of the one stored matrix (no copy). tinygrad puts both matvecs in one kernel (they share the loop over d
-    # and the Σx² of the norm) and forms silu(gate)·up before storing. Split after the matmul, the down
-    # projection would recompute silu for every one of its d rows (measured 1.8x slower per token on a CPU).
-    W_gate_up = as_weight(w[f"{i}.w_gate_up"])
-    gate = norm_linear(x, w[f"{i}.ffn_norm"], W_gate_up[:cfg.hidden], cfg.norm_eps)          # (1, 1, hidden)
-    up = norm_linear(x, w[f"{i}.ffn_norm"], W_gate_up[cfg.hidden:], cfg.norm_eps)
-    # [8] down projection and residual add
-    x = x + linear(gate.silu() * up, w[f"{i}.w_down"])
-  # the final norm and the output head: one kernel, then the greedy argmax
-  return norm_linear(x, w["norm"], w["embed" if cfg.tied else "head"], cfg.norm_eps).float().reshape(1, cfg.vocab)
+    # [8] mean(x²) for the FFN norm, [9] gate and up: ONE matvec over the stacked [Wg; Wu] rows, then [10] silu(gate)·up.
+    # [10] is made its own small kernel on purpose: left to fuse, it would be recomputed inside [11] for each of its d rows
+    # (silu costs an exp), and splitting gate and up *before* the matvec gives two reductions in one kernel, of which
+    # tinygrad parallelizes only the first.
+    gate_up = linear(rms_norm(x, w[f"{i}.ffn_norm"], cfg.norm_eps), w[f"{i}.w_gate_up"])     # (1, 1, 2·hidden)
+    h = (gate_up[..., :cfg.hidden].silu() * gate_up[..., cfg.hidden:]).contiguous()        # (1, 1, hidden)
+    # [11] down projection and residual add
+    x = x + linear(h, w[f"{i}.w_down"])
+  # the final norm and the output head (mean(x²), then the matvec over the vocabulary); the caller takes the argmax
+  return linear(rms_norm(x, w["norm"], cfg.norm_eps), w["embed" if cfg.tied else "head"]).float().reshape(1, cfg.vocab)
 
 
 def llama_weight_bytes_read(cfg: LlamaConfig, w: dict) -> int:
@@ -479,6 +466,24 @@ def llama_weight_bytes_read(cfg: LlamaConfig, w: dict) -> int:
   total = sum(v.nbytes() for v in w.values())
   emb = w["embed"].nbytes()
   return total - (0 if cfg.tied else emb) + emb // cfg.vocab
+
+
+def greedy_token(logits: Tensor, row: int = 256) -> Tensor:
+  """argmax over the vocabulary, (1, V) float -> (1, 1) int32: the first index of the largest logit.
+  Written in two levels of `row`-wide rows: the logits (padded with −inf) are viewed as (V/row, row), each row is
+  reduced by its own threads, then the V/row row results. tinygrad's argmax(-1) reduces the 128,256 logits of LLaMA 3
+  through its generic split, which leaves 256 threads each walking 501 values: 97 µs per token on an H200 (two passes,
+  max then index), 7 % of the whole decode step. The index pass finds the first maximum as max over i of (N − i)
+  where the logit equals the max (N = padded length), so the smallest such i wins, as in argmax."""
+  V = logits.shape[-1]
+  # padded to a multiple of 16 rows, so that the second level splits evenly over threads too (128,256 -> 512 x 256)
+  padded = logits.reshape(V).pad(((0, (-V) % (16 * row)),), value=-math.inf).reshape(-1, row)    # (rows, row)
+  n = padded.shape[0] * row
+  # .contiguous() makes each level a kernel of its own: left to fuse, the levels become one kernel that few threads walk
+  best = padded.max(1).contiguous().max().contiguous()                                            # the largest logit
+  countdown = Tensor.arange(n, 0, -1, dtype=dtypes.int32).reshape(-1, row)                         # N − i
+  first = (padded == best).where(countdown, 0).max(1).contiguous().max()                          # N − (first index of the max)
+  return (n - first).reshape(1, 1).cast(dtypes.int32)
 
 
 class Decoder:
@@ -493,7 +498,7 @@ class Decoder:
 
   def _step(self, token: Tensor, pos) -> tuple[Tensor, Tensor]:
     logits = llama_decode(self.cfg, self.w, self.caches, self.rope, token, pos)
-    return logits.realize(), logits.argmax(-1).reshape(1, 1).cast(dtypes.int32).realize()
+    return logits.realize(), greedy_token(logits).realize()
 
   def __call__(self, token: Tensor) -> tuple[Tensor, Tensor]:
     if self.pos >= self.max_context: raise UserError(f"context of {self.max_context} tokens is full")
@@ -506,11 +511,25 @@ class Decoder:
     return jit_kernel_count(self.step)
 
 
+def stream_add_one(x: Tensor) -> Tensor:
+  """y = x + 1, the copy-bandwidth kernel. On a GPU its layout is given explicitly, as a bandwidth test's should be:
+  4 floats (one 16-byte load) per thread, 128 threads per block. tinygrad's heuristic picks narrower loads for it, and
+  the decode's fraction of "copy bandwidth" would be flattered by a slow copy (H200: 1.65 TB/s heuristic, 4.0 explicit).
+  Elsewhere (CPU) tinygrad's own choice, which spreads the loop over the cores."""
+  if not Device[Device.DEFAULT].renderer.has_local: return x + 1
+  from tinygrad.codegen.opt import Opt, OptOps
+  from tinygrad.uop.ops import KernelInfo
+  def kernel(y: UOp, src: UOp) -> UOp:
+    i = UOp.range(src.shape[0], 0)
+    return y[i].store(src[i] + 1).end(i).sink(arg=KernelInfo(name="stream_add_one", opts_to_apply=(Opt(OptOps.UPCAST, 0, 4), Opt(OptOps.LOCAL, 0, 128))))
+  return Tensor.empty_like(x).custom_kernel(x, fxn=kernel)[0]
+
+
 def measure_copy_bandwidth(bench: Bench, mib: int) -> float:
   """STREAM-style 'y = x + 1' over a float32 buffer much larger than any cache: GB/s of read + write."""
   n = mib * 2**20 // 4
   x = Tensor.ones(n).contiguous().realize()
-  stream = TinyJit(lambda x: (x + 1).realize())
+  stream = TinyJit(lambda x: stream_add_one(x).realize())
   return bench.run(f"stream y=x+1 {mib} MiB", lambda: stream(x), rate=(2 * n * 4 / 1e9, "GB/s"), iters=20, max_seconds=3.0)["value"]
 
 

@@ -187,23 +187,36 @@ def test_llm_decode_with_kv_cache_matches_numpy(dtype, tol):
   for t, tok in enumerate(tokens[:3]):
     l8, _ = dec8(Tensor([[tok]], dtype=dtypes.int32))
     assert np.abs(l8.numpy()[0] - ref[t]).max() / np.abs(ref[t]).max() < 0.1, f"int8, position {t}"
-  # the fused layout: 8 kernels per layer (fused qkv, KV write, scores, max, softmax·V, wo, fused gate|up, down),
-  # plus the embedding gather, the final norm + head, and the two reductions of the argmax
-  assert dec.kernels_per_token() == dec8.kernels_per_token() == 8 * cfg.layers + 4
+  # the layout: 11 kernels per layer (1/rms, qkv, KV write, scores, max, softmax·V, wo, 1/rms, gate|up, silu·up, down),
+  # plus the embedding gather, the final mean(x²) and head, and greedy_token's four (two levels, max then index)
+  assert dec.kernels_per_token() == dec8.kernels_per_token() == 11 * cfg.layers + 3 + 4
 
 
-def test_norm_linear_is_one_kernel_and_matches_numpy():
+def test_rms_norm_then_matvec_is_two_kernels_and_matches_numpy():
   rng = np.random.default_rng(4)
   x, g, W = rng.standard_normal((1, 1, 96)) * 3, rng.uniform(0.5, 1.5, 96), rng.standard_normal((40, 96)) * 0.1
   ref = (x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-5) * g) @ W.T
   xt, gt, Wt = (Tensor(a.astype(np.float32)).realize() for a in (x, g, W))
-  np.testing.assert_allclose(eo.norm_linear(xt, gt, Wt, 1e-5).numpy(), ref, rtol=1e-5, atol=1e-5)
-  fused, _ = eo.count_kernels(lambda: eo.norm_linear(xt, gt, Wt, 1e-5))
-  separate, _ = eo.count_kernels(lambda: eo.linear(eo.rms_norm(xt, gt, 1e-5), Wt))
-  assert (fused, separate) == (1, 2)
-  W8 = eo.quantize_int8(Tensor(W.astype(np.float32)), dtype=dtypes.float32)    # per-row scales: the int8 path fuses the same way
-  assert eo.count_kernels(lambda: eo.norm_linear(xt, gt, W8, 1e-5))[0] == 1
-  np.testing.assert_allclose(eo.norm_linear(xt, gt, W8, 1e-5).numpy(), ref, rtol=0.05, atol=0.02 * np.abs(ref).max())
+  np.testing.assert_allclose(eo.linear(eo.rms_norm(xt, gt, 1e-5), Wt).numpy(), ref, rtol=1e-5, atol=1e-5)
+  # mean(x²), then the matvec normalizing x as it loads it: the normalized x is never stored (that would be a third)
+  assert eo.count_kernels(lambda: eo.linear(eo.rms_norm(xt, gt, 1e-5), Wt))[0] == 2
+  W8 = eo.quantize_int8(Tensor(W.astype(np.float32)), dtype=dtypes.float32)    # per-row scales, dequantized in the same matvec
+  assert eo.count_kernels(lambda: eo.linear(eo.rms_norm(xt, gt, 1e-5), W8))[0] == 2
+  np.testing.assert_allclose(eo.linear(eo.rms_norm(xt, gt, 1e-5), W8).numpy(), ref, rtol=0.05, atol=0.02 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("vocab", [7, 256, 1000, 5003])
+def test_greedy_token_is_the_first_argmax(vocab):
+  rng = np.random.default_rng(vocab)
+  logits = rng.standard_normal((1, vocab)).astype(np.float32) - 100       # all negative: the −inf padding must never win
+  assert eo.greedy_token(Tensor(logits)).numpy()[0, 0] == np.argmax(logits)
+  logits[0, [vocab // 2, vocab // 3, vocab - 1]] = -1.0                  # a three-way tie: the first index wins
+  assert eo.greedy_token(Tensor(logits)).numpy()[0, 0] == vocab // 3
+
+
+def test_stream_kernel_adds_one():
+  x = Tensor.arange(4096).float().contiguous().realize()
+  np.testing.assert_array_equal(eo.stream_add_one(x).numpy(), np.arange(4096, dtype=np.float32) + 1)
 
 
 # ---- end to end -------------------------------------------------------------------------------
