@@ -517,7 +517,7 @@ class Decoder:
 def stream_add_one(x: Tensor) -> Tensor:
   """y = x + 1, the copy-bandwidth kernel. On a GPU its layout is given explicitly, as a bandwidth test's should be:
   4 floats (one 16-byte load) per thread, 128 threads per block. tinygrad's heuristic picks narrower loads for it, and
-  the decode's fraction of "copy bandwidth" would be flattered by a slow copy (H200: 1.65 TB/s heuristic, 4.0 explicit).
+  the decode's fraction of "copy bandwidth" would be flattered by a slow copy (H200: 1.65 TB/s heuristic, 3.8 explicit).
   Elsewhere (CPU) tinygrad's own choice, which spreads the loop over the cores."""
   if not Device[Device.DEFAULT].renderer.has_local: return x + 1
   from tinygrad.codegen.opt import Opt, OptOps

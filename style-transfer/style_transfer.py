@@ -76,8 +76,8 @@ EXPECTED RESULTS (measured on this code; commands and machines in style-transfer
   Adam, 300 steps) passes with style 0.0070 of its start and content 0.55 of the style picture's, in
   115.6 CPU-seconds (6 min wall under load; ~2 min expected on an idle machine). A VGG-19 Adam step at
   64 px took 0.38 s there (1.6 s with --conv direct, under heavier load): use a GPU for VGG. NVIDIA H200 (DEV=CUDA): the demo at 512 px passes in 10.9 s
-  of steps; a VGG-19 Adam step at 512 px takes 41.6 ms in fp32 without BEAM (PyTorch with TF32 off:
-  18.5 ms). Jetson Orin AGX: expected to be several times slower than the H200; not measured.
+  of steps; a VGG-19 Adam step at 512 px takes 41.3 ms in fp32 without BEAM and 14.9 ms with JITBEAM=2
+  (PyTorch with TF32 off: 18.6 ms; the one-time BEAM search takes minutes at this size). Jetson Orin AGX: expected to be several times slower than the H200; not measured.
 """
 import common  # first: turns NV=1 / CUDA=1 / CPU=1 into DEV=... before tinygrad reads it
 import gc, math, sys, time
