@@ -13,7 +13,7 @@ that and the row) and lays the kernel out the way a hand-written GPU matvec is l
   column = (step · T + thread) · V + lane      V = 16 bytes / itemsize  (8 halves, 16 int8), T = 32 threads per row
 so each thread issues one 16-byte load per step and a warp reads 512 contiguous bytes of its row; the T partial sums meet
 in shared memory. Measured on an H200 (fp16, in a CUDA graph, weights larger than L2): LLaMA 3.2 1B's down projection
-(2048 × 8192) 226 GB/s with tinygrad's rule -> 2,926 GB/s; the 128,256 × 2048 output head 2,132 -> 4,088 GB/s.
+(2048 × 8192) 226 GB/s with tinygrad's rule -> 2,926 GB/s; the 128,256 × 2048 output head (RMSNorm folded in) 2,132 -> 4,088 GB/s.
 Every other kernel goes to tinygrad's heuristic unchanged; so do fp32 matvecs that tinygrad's own rule already handles.
 Tuning: MV_THREADS_PER_ROW (32), MV_BLOCKSIZE (rows per workgroup, 1), MV_ROWS_PER_THREAD (1), MV_LOAD_BYTES (16).
 
@@ -58,25 +58,33 @@ def _matvec_reduce(k):
         return first_reduce, b
   return None
 
+def _split_reduce(k, rng, vec:int, threads:int):
+  """A copy of `k` whose reduce range `rng` (the first reduce) is read V = `vec` elements per thread per step (UNROLL)
+  by `threads` threads (GROUP):  index = (step · threads + thread) · V + lane. Fewer threads (halving) when the
+  range's steps do not divide evenly; None when the range is not a multiple of V."""
+  from tinygrad.codegen.opt import Opt, OptOps
+  if (steps:=rng.src[0].divides(vec)) is None: return None
+  while threads > 1 and steps.divides(threads) is None: threads //= 2
+  k = k.copy()
+  if vec > 1: k.apply_opt(Opt(OptOps.UNROLL, 0, vec))
+  if threads > 1: k.apply_opt(Opt(OptOps.GROUP, 0, threads))
+  return k
+
 def vector_matvec_opts(k, threads_per_row:int, rows_per_block:int, rows_per_thread:int, load_bytes:int=16):
   """Matvec opts that read the matrix in `load_bytes`-wide vector loads, coalesced across the threads of a row:
      UNROLL  V = load_bytes / itemsize consecutive elements per thread  (one 16-byte load: 8 halves, 16 int8)
      GROUP   threads_per_row threads split each row:  column = (step · threads_per_row + thread) · V + lane
              so a warp reads threads_per_row · load_bytes contiguous bytes of the row per step
      LOCAL   rows_per_block rows in a workgroup,  UPCAST rows_per_thread rows per thread
-  Any other reduction in the kernel (the Σx² of a fused RMSNorm) is unrolled by V too. Returns None if it does not apply."""
+  Any other reduction in the same kernel is unrolled by V too. Returns None if it does not apply."""
   from tinygrad.codegen.opt import Opt, OptOps, KernelOptError
   from tinygrad.uop.ops import AxisType
   if (found:=_matvec_reduce(k)) is None: return None
   dot, matrix = found
   vec = max(1, load_bytes // matrix.dtype.itemsize)
   others = [r for r in k.ranges_of(AxisType.REDUCE) if r is not dot]
-  if (steps:=dot.src[0].divides(vec)) is None: return None         # the row length must be a multiple of V
-  while threads_per_row > 1 and steps.divides(threads_per_row) is None: threads_per_row //= 2
   try:
-    k = k.copy()
-    if vec > 1: k.apply_opt(Opt(OptOps.UNROLL, 0, vec))
-    if threads_per_row > 1: k.apply_opt(Opt(OptOps.GROUP, 0, threads_per_row))
+    if (k:=_split_reduce(k, dot, vec, threads_per_row)) is None: return None
     for r in others:
       if vec > 1 and (n:=r.src[0].divides(vec)) is not None and n.vmax >= 1:
         k.apply_opt(Opt(OptOps.UNROLL, [k.rngs[i] for i in k.unrollable_dims].index(r), vec))
@@ -91,7 +99,7 @@ def vector_reduce_opts(k, threads:int=32, load_bytes:int=16):
   matvec row, V-wide loads (UNROLL) and `threads` threads (GROUP). tinygrad's heuristic gives such a kernel 16 threads
   walking 128 scalar loads each for d = 2048, a latency chain that a decode step pays twice per layer.
   Returns None unless the kernel has a single output, one reduce range, and every load is indexed by it directly."""
-  from tinygrad.codegen.opt import Opt, OptOps, KernelOptError
+  from tinygrad.codegen.opt import KernelOptError
   from tinygrad.uop.ops import Ops, AxisType
   if not (k.ren.has_local and k.ren.has_shared and k.reduceop is not None and k.reduceop.arg[0] in (Ops.ADD, Ops.MAX)): return None
   if len(reduces:=k.ranges_of(AxisType.REDUCE)) != 1 or any(k.full_shape[i] != 1 for i in range(len(k.full_shape)) if k.rngs[i] is not reduces[0]):
@@ -99,17 +107,12 @@ def vector_reduce_opts(k, threads:int=32, load_bytes:int=16):
   leaves = _index_leaves(k.reduceop.src[0])
   if not leaves or not all(any(u is reduces[0] for u in leaf.src[1].get_idx().split_uop(Ops.ADD)) for leaf in leaves): return None
   vec = max(1, load_bytes // min(leaf.dtype.itemsize for leaf in leaves))
-  if (steps:=reduces[0].src[0].divides(vec)) is None: return None
-  while threads > 1 and steps.divides(threads) is None: threads //= 2
-  try:
-    k = k.copy()
-    if vec > 1: k.apply_opt(Opt(OptOps.UNROLL, 0, vec))
-    if threads > 1: k.apply_opt(Opt(OptOps.GROUP, 0, threads))
+  try: return _split_reduce(k, reduces[0], vec, threads)
   except KernelOptError: return None
-  return k
 
 def hand_coded_optimizations(k):
-  """tinygrad's heuristic, except for matvecs its MATVEC rule misses (fp16, fused scales): those get vector_matvec_opts."""
+  """tinygrad's heuristic, except for matvecs its MATVEC rule misses (fp16, fused scales), which get vector_matvec_opts,
+  and whole-vector reductions, which get vector_reduce_opts."""
   from tinygrad.codegen.opt import OptOps
   from tinygrad.uop.ops import Ops
   from tinygrad.helpers import getenv
