@@ -9,20 +9,22 @@ What lives here, once, so no project copies it:
   common.cli     the standard flags (--bench --json --out --seed --quick --save --load), one-line errors, PASS/FAIL
   common.bench   device-synchronized timing: warm-up apart from steady state, median/p10/p90/p99, tables, JSON
   common.compare the same script's --bench on several backends side by side (NV vs CUDA vs CPU)
-  common.files   atomic writes, checkpoints (safetensors), images in and out
+  common.files   output checks, atomic writes, checkpoints (safetensors), the image and audio readers
+  common.datasets labelled folders, held-out splits, MNIST idx files
+  common.train   tinygrad training habits: realize_init, fixed-size batches, on_cpu
   common.plots   matplotlib (Agg) figures written atomically: curves, confusion matrices, image grids
 """
 from common.env import setup as _setup
 
 SETUP = _setup()   # must run before tinygrad reads DEV: that happens when tinygrad is first imported
 
-from common.cli import UserError, fail, project_parser, run_main, check  # noqa: E402
+from common.cli import UserError, fail, project_parser, run_main, check  # noqa: E402, F401  (re-exported)
 
 
 def __getattr__(name: str):
   """`common.device`, `common.bench`, ... without importing each: loaded on first use (not at import,
   so `python3 -m common.device` runs its module once)."""
-  if name in ("bench", "cli", "compare", "device", "files", "microbench", "plots", "tour", "digits"):
+  if name in ("bench", "cli", "compare", "device", "files", "microbench", "plots", "tour", "digits", "datasets", "train"):
     import importlib
     return importlib.import_module(f"common.{name}")
   raise AttributeError(f"module 'common' has no attribute {name!r}")

@@ -20,6 +20,8 @@ import math, os, platform, time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from common.device import describe_device, synchronize, tinygrad_version
+
 SCHEMA = "orin-tinygrad-bench/1"
 REQUIRED = {"project": str, "case": str, "device": str, "renderer": str, "tinygrad": str, "beam": int, "jitbeam": int,
             "metric": str, "value": (int, float), "unit": str, "samples_ms": list, "median_ms": (int, float),
@@ -46,7 +48,6 @@ class Timing:
 
 
 def default_sync() -> Callable[[], None]:
-  from common.device import synchronize
   return synchronize
 
 
@@ -61,11 +62,17 @@ def time_fn(fn: Callable[[], Any], *, warmup: int = 3, iters: int = 20, min_seco
   warm: list[float] = []
   sync()
   for _ in range(warmup):
-    t0 = clock(); fn(); sync(); warm.append(clock() - t0)
+    t0 = clock()
+    fn()
+    sync()
+    warm.append(clock() - t0)
   samples: list[float] = []
   start = clock()
   while True:
-    t0 = clock(); fn(); sync(); samples.append(clock() - t0)
+    t0 = clock()
+    fn()
+    sync()
+    samples.append(clock() - t0)
     elapsed = clock() - start
     if max_seconds is not None and elapsed > max_seconds and len(samples) >= 3: break
     if len(samples) >= iters and elapsed >= min_seconds: break
@@ -88,11 +95,9 @@ class Bench:
 
   def _device_fields(self) -> dict[str, str]:
     if self.device is None or self.renderer is None:
-      from common.device import describe_device
       d = describe_device()
       self.device = self.device or d["device"]
       self.renderer = self.renderer or d["renderer"]
-    from common.device import tinygrad_version
     return {"device": self.device, "renderer": self.renderer, "tinygrad": tinygrad_version()}
 
   def add(self, case: str, timing: Timing, *, rate: tuple[float, str] | None = None, **extra: Any) -> dict[str, Any]:

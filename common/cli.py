@@ -4,10 +4,19 @@ Bad input never ends in a traceback. A script raises `UserError("what is wrong")
 `fail(...)`), and `run_main` prints `error: what is wrong` on one line and exits with status 2.
 argparse's own errors (unknown flag, a value of the wrong type) are one line and status 2 as well.
 A success check that fails (`check(...)` returning False) is not bad input: scripts exit 1 then.
+
+The rules, once for every script:
+  - Outputs are checked before any work: `--json` and `--save` when the flags are parsed,
+    `--out` by `check_out_dir(args)` in the modes that write there (common.files says what "can be
+    written" means). A write that still fails later is one line naming the file and the errno.
+  - Number flags are finite (`finite_float` and friends refuse nan and inf).
+  - `--quick` / `--full` change defaults only (`ArgumentParser.preset`): a flag the user typed wins.
+  - `run_main` opens the device first and turns UserError, out-of-memory, Ctrl-C and SIGTERM into one
+    line each.
 """
 from __future__ import annotations
-import argparse, os, sys
-from typing import Callable, NoReturn
+import argparse, errno, math, os, signal, sys
+from typing import Any, Callable, NoReturn, Sequence
 
 
 class UserError(Exception):
@@ -19,22 +28,60 @@ def fail(msg: str) -> NoReturn:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-  """argparse with a one-line error (no usage block) and defaults shown in --help."""
+  """argparse with a one-line error (no usage block), defaults shown in --help, and presets.
+
+  A preset (`--quick`, `--full`) changes defaults only: `p.preset("quick", steps=50)` sets `steps` to
+  50 when `--quick` is given, unless the user typed `--steps` too. After parsing, `args.given` is the
+  set of destinations the user typed (so a script can tell "the default" from "asked for")."""
   def __init__(self, *args, **kwargs):
     kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
     super().__init__(*args, **kwargs)
+    self.presets: dict[str, dict[str, Any]] = {}
 
   def error(self, message: str) -> NoReturn:
     print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
     raise SystemExit(2)
+
+  def preset(self, flag_dest: str, **defaults: Any) -> None:
+    """Defaults that apply when the store_true flag `flag_dest` is set; flags the user typed win."""
+    self.presets.setdefault(flag_dest, {}).update(defaults)
+
+  def given(self, argv: Sequence[str] | None) -> set[str]:
+    """Destinations that appear on the command line: parse once more with every default suppressed."""
+    saved = [(a, a.default) for a in self._actions]
+    saved_defaults, self._defaults = self._defaults, {}
+    try:
+      for a in self._actions: a.default = argparse.SUPPRESS
+      ns, _ = super().parse_known_args(argv, None)
+    finally:
+      for a, d in saved: a.default = d
+      self._defaults = saved_defaults
+    return set(vars(ns))
+
+  def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+    ns = super().parse_args(args, namespace)
+    ns.given = self.given(args)
+    for flag, defaults in self.presets.items():
+      if getattr(ns, flag, False):
+        for dest, value in defaults.items():
+          if dest not in ns.given: setattr(ns, dest, value)
+    try:
+      for dest in ("json", "save"):
+        if getattr(ns, dest, None): check_writable(getattr(ns, dest), f"--{dest}")
+    except UserError as e: self.error(str(e))
+    return ns
 
 
 def first_paragraph(doc: str | None) -> str:
   return (doc or "").strip().split("\n\n")[0].replace("\n", " ")
 
 
-def project_parser(project: str, doc: str | None, *, quick_help: str = "tiny setting for tests (seconds)") -> ArgumentParser:
-  """The flags every project script has. `project` names the default output folder out/<project>/."""
+def project_parser(project: str, doc: str | None, *, quick_help: str = "tiny setting for tests (seconds)",
+                   full_help: str | None = None, save_help: str | None = "the trained model (.safetensors)",
+                   load_help: str = "a model written by --save, used instead of training") -> ArgumentParser:
+  """The flags every project script has. `project` names the default output folder out/<project>/.
+  `save_help` says what --save writes for this project; None leaves --save/--load out (a project that
+  trains nothing names its own output flag for what it writes). `full_help` adds --full."""
   p = ArgumentParser(description=first_paragraph(doc),
                      epilog="The module docstring is the tutorial: python3 -c 'help(\"<script>\")' or read the file.")
   g = p.add_argument_group("common flags")
@@ -42,10 +89,24 @@ def project_parser(project: str, doc: str | None, *, quick_help: str = "tiny set
   g.add_argument("--json", metavar="PATH", default=None, help="write the timing records (common.bench schema) of whatever ran here")
   g.add_argument("--out", metavar="DIR", default=os.path.join("out", project), help="folder for images, plots, checkpoints and the summary")
   g.add_argument("--seed", type=int, default=0, help="random seed (numpy and tinygrad)")
-  g.add_argument("--quick", action="store_true", help=quick_help)
-  g.add_argument("--save", metavar="PATH", default=None, help="write the trained model here (.safetensors, atomically)")
-  g.add_argument("--load", metavar="PATH", default=None, help="load a model saved with --save instead of training from scratch")
+  g.add_argument("--quick", action="store_true", help=quick_help + "; changes defaults only, flags you give win")
+  if full_help: g.add_argument("--full", action="store_true", help=full_help + "; changes defaults only, flags you give win")
+  if save_help is not None:
+    g.add_argument("--save", metavar="PATH", default=None, help=f"write {save_help} here, atomically")
+    g.add_argument("--load", metavar="PATH", default=None, help=load_help)
   return p
+
+
+def check_writable(path: str | os.PathLike, what: str) -> None:
+  """Raise a one-line UserError now if `path` cannot be written later (see common.files.writable_file)."""
+  from common.files import writable_file
+  writable_file(path, what)
+
+
+def check_out_dir(args: argparse.Namespace) -> None:
+  """Make sure --out can be written before any work (call it in the modes that write there)."""
+  from common.files import writable_dir
+  writable_dir(args.out, "--out")
 
 
 # ---- argparse value types: a wrong value is a one-line argparse error -------------------------
@@ -57,16 +118,30 @@ def positive_int(text: str) -> int:
   return v
 
 
-def nonnegative_float(text: str) -> float:
+def nonnegative_int(text: str) -> int:
+  try: v = int(text)
+  except ValueError: raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+  if v < 0: raise argparse.ArgumentTypeError(f"{v} must be >= 0")
+  return v
+
+
+def finite_float(text: str) -> float:
+  """Any finite number: 'nan' and 'inf' are refused (they pass every `<` test in the wrong way)."""
   try: v = float(text)
   except ValueError: raise argparse.ArgumentTypeError(f"{text!r} is not a number")
-  if not v >= 0: raise argparse.ArgumentTypeError(f"{v} must be >= 0")
+  if not math.isfinite(v): raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+  return v
+
+
+def nonnegative_float(text: str) -> float:
+  v = finite_float(text)
+  if v < 0: raise argparse.ArgumentTypeError(f"{v} must be >= 0")
   return v
 
 
 def positive_float(text: str) -> float:
-  v = nonnegative_float(text)
-  if v == 0: raise argparse.ArgumentTypeError("must be > 0")
+  v = finite_float(text)
+  if v <= 0: raise argparse.ArgumentTypeError(f"{v} must be > 0")
   return v
 
 
@@ -74,6 +149,16 @@ def probability(text: str) -> float:
   v = nonnegative_float(text)
   if v > 1: raise argparse.ArgumentTypeError(f"{v} must be between 0 and 1")
   return v
+
+
+def float_range(lo: float, hi: float) -> Callable[[str], float]:
+  """A finite float in [lo, hi], e.g. `type=float_range(0, 0.5)`."""
+  def parse(text: str) -> float:
+    v = finite_float(text)
+    if not lo <= v <= hi: raise argparse.ArgumentTypeError(f"{v} must be between {lo:g} and {hi:g}")
+    return v
+  parse.__name__ = f"float in [{lo:g}, {hi:g}]"
+  return parse
 
 
 def int_list(text: str) -> list[int]:
@@ -89,21 +174,62 @@ def existing_path(text: str) -> str:
   return text
 
 
+def existing_file(text: str) -> str:
+  if not os.path.exists(text): raise argparse.ArgumentTypeError(f"{text}: no such file")
+  if not os.path.isfile(text): raise argparse.ArgumentTypeError(f"{text}: not a file")
+  return text
+
+
 # ---- running ----------------------------------------------------------------------------------
 
-def run_main(fn: Callable[[], int | None]) -> int:
-  """Run a script's body: UserError -> one line on stderr, exit 2; Ctrl-C -> exit 130."""
+class Terminated(KeyboardInterrupt):
+  """SIGTERM, raised as an exception so that every `finally` runs (temporary files are removed)."""
+
+
+def _raise_terminated(signum, frame) -> NoReturn:
+  raise Terminated()
+
+
+def out_of_memory_message(e: BaseException) -> str:
+  detail = " ".join(str(e).split()) or "an allocation failed"
+  return f"out of memory: {detail[:200]}; try a smaller size or batch"
+
+
+def run_main(fn: Callable[[], int | None], *, open_device: bool = True) -> int:
+  """Run a script's body with the project's error rules:
+    UserError                   -> `error: <message>` on one line, exit 2
+    out of memory (host/device) -> one line with what was asked for, exit 2
+    Ctrl-C / SIGTERM            -> one line, exit 130 / 143; `finally` blocks run, so no temporary file is left
+  The default device is opened first, so DEV=CUDA on a machine without CUDA is one line too."""
+  previous = signal.signal(signal.SIGTERM, _raise_terminated) if _main_thread() else None
   try:
+    if open_device:
+      from common.device import open_device as _open
+      _open()
     return int(fn() or 0)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except Terminated:
+    print("terminated: files already written are complete (they are written atomically)", file=sys.stderr)
+    return 143
   except KeyboardInterrupt:
     print("\ninterrupted: files already written are complete (they are written atomically)", file=sys.stderr)
     return 130
   except MemoryError as e:
-    print(f"error: out of memory ({e or 'device allocation failed'}); try a smaller size or batch", file=sys.stderr)
+    print(f"error: {out_of_memory_message(e)}", file=sys.stderr)
     return 2
+  except OSError as e:
+    if e.errno != errno.ENOMEM: raise
+    print(f"error: {out_of_memory_message(e)}", file=sys.stderr)
+    return 2
+  finally:
+    if previous is not None: signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+  import threading
+  return threading.current_thread() is threading.main_thread()
 
 
 def check(name: str, measured: float, target: float, *, higher_is_better: bool = True, unit: str = "") -> bool:

@@ -2,6 +2,9 @@
 
     python3 -m common.device            # what tinygrad will use, and why
     python3 -m common.device --bench    # matmul GFLOP/s, memory GB/s, launch and JIT replay latency
+
+Imports point one way: common.env <- common.device <- common.bench <- common.microbench (which holds
+the command line of `python3 -m common.device`).
 """
 from __future__ import annotations
 import os, sys
@@ -66,26 +69,6 @@ def report() -> list[tuple[str, str]]:
   return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-  import argparse
-  from common.cli import run_main, ArgumentParser
-  p = ArgumentParser(prog="python3 -m common.device", description="Print what device tinygrad will use; --bench runs microbenchmarks.")
-  p.add_argument("--bench", action="store_true", help="run matmul, bandwidth and launch-latency microbenchmarks")
-  p.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (seconds)")
-  p.add_argument("--json", type=str, default=None, help="also write one JSON record per benchmark case to this path")
-  args = p.parse_args(argv)
-
-  def run() -> int:
-    rows = report()
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows: print(f"{k:<{width}}  {v}")
-    if args.bench:
-      from common.microbench import run_microbenchmarks
-      print()
-      run_microbenchmarks(quick=args.quick, json_path=args.json)
-    return 0
-  return run_main(run)
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":   # the command-line entry lives with the microbenchmarks, which sit above this module
+  from common.microbench import main
   sys.exit(main())

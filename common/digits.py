@@ -56,7 +56,7 @@ def _line(*pts: tuple[float, float]) -> np.ndarray:
 
 def _digit_variants() -> dict[int, list[list[np.ndarray]]]:
   """digit -> list of variants, each a list of strokes (arrays of points)."""
-  cat = lambda *parts: np.concatenate(parts, axis=0)
+  def cat(*parts): return np.concatenate(parts, axis=0)
   return {
     0: [[_arc(0.5, 0.5, 0.42, 0.48, 0, 360, 30)],
         [_arc(0.5, 0.5, 0.40, 0.48, -95, 272, 30)]],

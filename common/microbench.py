@@ -17,11 +17,13 @@ Every case synchronizes the device around each call and keeps warm-up (compile, 
 """
 from __future__ import annotations
 from common.bench import Bench
+from common.device import report
+from common.train import on_cpu as _on_cpu
 
 
 def run_microbenchmarks(quick: bool = False, json_path: str | None = None) -> Bench:
-  from tinygrad import Tensor, TinyJit, dtypes, Device
-  on_cpu = Device.DEFAULT.split(":")[0] in ("CPU", "PYTHON", "NULL")
+  from tinygrad import Tensor, TinyJit, dtypes
+  on_cpu = _on_cpu()
   if quick: sizes, iters = [128, 256], 5
   elif on_cpu: sizes, iters = [256, 512, 1024], 10
   else: sizes, iters = [1024, 2048, 4096, 8192], 20
@@ -56,3 +58,22 @@ def run_microbenchmarks(quick: bool = False, json_path: str | None = None) -> Be
   bench.print("device microbenchmarks")
   bench.write_json(json_path)
   return bench
+
+
+def main(argv: list[str] | None = None) -> int:
+  from common.cli import run_main, ArgumentParser
+  p = ArgumentParser(prog="python3 -m common.device", description="Print what device tinygrad will use; --bench runs microbenchmarks.")
+  p.add_argument("--bench", action="store_true", help="run matmul, bandwidth and launch-latency microbenchmarks")
+  p.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (seconds)")
+  p.add_argument("--json", type=str, default=None, help="also write one JSON record per benchmark case to this path")
+  args = p.parse_args(argv)
+
+  def run() -> int:
+    rows = report()
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows: print(f"{k:<{width}}  {v}")
+    if args.bench:
+      print()
+      run_microbenchmarks(quick=args.quick, json_path=args.json)
+    return 0
+  return run_main(run)

@@ -23,3 +23,11 @@ def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> No
 @pytest.fixture
 def repo_root() -> Path:
   return ROOT
+
+
+def bad_input(*args: str, fragments: tuple[str, ...] = (), env: dict | None = None, timeout: float = 300) -> str:
+  """Run `python3 <args>` and assert it refused the input as the project's rules say: exit status 2,
+  exactly one line on stderr (warnings aside), no traceback, every fragment in that line. -> the line."""
+  r = run_py(*args, env=env, timeout=timeout)
+  assert_one_line_error(r, *fragments)
+  return [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("warning:")][0]

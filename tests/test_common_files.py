@@ -54,7 +54,7 @@ def test_checkpoint_errors_are_user_errors(tmp_path):
 
 
 def test_check_state_matches_names_first_mismatch():
-  E = lambda *s: np.zeros(s)
+  def E(*s): return np.zeros(s)
   with pytest.raises(UserError, match="missing key 'b'"): check_state_matches({"a": E(1), "b": E(2)}, {"a": E(1)}, "ckpt")
   with pytest.raises(UserError, match=r"'a' has shape \(2,\), expected \(1,\)"): check_state_matches({"a": E(1)}, {"a": E(2)}, "ckpt")
   with pytest.raises(UserError, match="unexpected key 'z'"): check_state_matches({"a": E(1)}, {"a": E(1), "z": E(1)}, "ckpt")
@@ -66,15 +66,21 @@ def test_images_any_mode(tmp_path):
   from PIL import Image
   rgba = Image.new("RGBA", (5, 3), (255, 0, 0, 0))         # fully transparent: composited on white
   rgba.save(tmp_path / "a.png")
-  assert read_image(tmp_path / "a.png").shape == (3, 5, 3) and read_image(tmp_path / "a.png")[0, 0].tolist() == [255, 255, 255]
-  Image.new("L", (4, 6), 7).save(tmp_path / "g.jpg")
-  assert read_image(tmp_path / "g.jpg").shape == (6, 4, 3)
-  assert read_image(tmp_path / "g.jpg", mode="L").shape == (6, 4)
+  assert read_image(tmp_path / "a.png").shape == (3, 5, 3) and read_image(tmp_path / "a.png")[0, 0].tolist() == [1, 1, 1]
+  Image.new("L", (4, 6), 51).save(tmp_path / "g.png")
+  assert read_image(tmp_path / "g.png").shape == (6, 4, 3)
+  np.testing.assert_allclose(read_image(tmp_path / "g.png", 1), 0.2, atol=1e-6)
+  Image.new("CMYK", (3, 3), (0, 0, 0, 0)).save(tmp_path / "c.jpg")
+  assert read_image(tmp_path / "c.jpg").min() > 0.95                          # CMYK with no ink is white
+  pal = Image.new("P", (2, 2), 1)
+  pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+  pal.save(tmp_path / "p.png")
+  assert read_image(tmp_path / "p.png")[0, 0].tolist() == [1, 0, 0]
   (tmp_path / "t.png").write_text("not an image")
   with pytest.raises(UserError, match="cannot be read as an image"): read_image(tmp_path / "t.png")
   with pytest.raises(UserError, match="no such file"): read_image(tmp_path / "absent.png")
   save_image(np.full((2, 2, 3), 0.5), tmp_path / "o.png")
-  assert read_image(tmp_path / "o.png")[0, 0].tolist() == [128, 128, 128]
+  np.testing.assert_allclose(read_image(tmp_path / "o.png")[0, 0], 128 / 255, rtol=1e-6)
 
 
 def test_run_main_maps_errors(capsys):
