@@ -14,7 +14,7 @@ import json, os, subprocess, sys, tempfile
 from pathlib import Path
 
 from common.bench import validate, fmt
-from common.cli import ArgumentParser, UserError, run_main
+from common.cli import ArgumentParser, UserError, positive_float, run_main, check_writable
 
 PROBE = "import sys, common; from common.device import open_device; sys.exit(common.run_main(lambda: open_device() and 0))"
 
@@ -81,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("script", help="path of a project script that supports --bench --json")
   p.add_argument("--backends", default="NV,CUDA,CPU", help="comma-separated DEV values, the first is the baseline")
   p.add_argument("--json", metavar="PATH", default=None, help="also write {backend: records} here")
-  p.add_argument("--timeout", type=float, default=1800, help="seconds allowed for each backend's run")
+  p.add_argument("--timeout", type=positive_float, default=1800, help="seconds allowed for each backend's run")
   args = p.parse_args(argv)
+  if args.json:
+    try: check_writable(args.json, "--json")
+    except UserError as e: p.error(str(e))
 
   def run() -> int:
     if not Path(args.script).is_file(): raise UserError(f"script {args.script}: no such file")
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
       from common.files import save_json
       save_json(results, args.json)
     return 0
-  return run_main(run)
+  return run_main(run, open_device=False)   # the runs open their own devices, in child processes
 
 
 if __name__ == "__main__":

@@ -93,15 +93,15 @@ def test_time_fn_on_real_device_synchronizes():
 
 
 def test_speedup_direction():
-  thr = lambda v: {"metric": "throughput", "unit": "GB/s", "value": v}
-  lat = lambda v: {"metric": "latency", "unit": "ms", "value": v}
+  def thr(v): return {"metric": "throughput", "unit": "GB/s", "value": v}
+  def lat(v): return {"metric": "latency", "unit": "ms", "value": v}
   assert speedup(thr(10), thr(30)) == pytest.approx(3.0)
   assert speedup(lat(3.0), lat(1.0)) == pytest.approx(3.0)
   assert speedup(thr(1), lat(1)) is None
 
 
 def test_comparison_table_ratios():
-  rec = lambda case, v, unit="GB/s", metric="throughput": {"case": case, "value": v, "unit": unit, "metric": metric}
+  def rec(case, v, unit="GB/s", metric="throughput"): return {"case": case, "value": v, "unit": unit, "metric": metric}
   table = comparison_table({"NV": [rec("copy", 100.0), rec("launch", 1.0, "ms", "latency")],
                             "CUDA": [rec("copy", 50.0), rec("launch", 2.0, "ms", "latency")]})
   assert "| copy | GB/s | 100 | 50 | 2.00× slower |" in table
@@ -121,6 +121,8 @@ def test_compare_runner_on_cpu_with_tiny_script(tmp_path):
 
 def test_compare_runner_bad_input():
   assert_one_line_error(run_py("-m", "common.compare", "no/such/script.py", "--backends", "CPU"), "no such file")
+  assert_one_line_error(run_py("-m", "common.compare", "tests/fixtures/tiny_bench.py", "--timeout", "nan"), "--timeout")
+  assert_one_line_error(run_py("-m", "common.compare", "tests/fixtures/tiny_bench.py", "--json", "/proc/x.json"), "cannot be written")
 
 
 def test_device_bench_quick_writes_valid_json(tmp_path):
