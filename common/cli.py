@@ -88,7 +88,7 @@ def project_parser(project: str, doc: str | None, *, quick_help: str = "tiny set
   g.add_argument("--bench", action="store_true", help="time the hot paths and print a table instead of the demo")
   g.add_argument("--json", metavar="PATH", default=None, help="write the timing records (common.bench schema) of whatever ran here")
   g.add_argument("--out", metavar="DIR", default=os.path.join("out", project), help="folder for images, plots, checkpoints and the summary")
-  g.add_argument("--seed", type=int, default=0, help="random seed (numpy and tinygrad)")
+  g.add_argument("--seed", type=seed_int, default=0, help="random seed (numpy and tinygrad), 0 to 2**32 - 1")
   g.add_argument("--quick", action="store_true", help=quick_help + "; changes defaults only, flags you give win")
   if full_help: g.add_argument("--full", action="store_true", help=full_help + "; changes defaults only, flags you give win")
   if save_help is not None:
@@ -115,6 +115,13 @@ def positive_int(text: str) -> int:
   try: v = int(text)
   except ValueError: raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
   if v <= 0: raise argparse.ArgumentTypeError(f"{v} must be > 0")
+  return v
+
+
+def seed_int(text: str) -> int:
+  """A random seed numpy accepts (0 to 2**32 - 1): a negative or larger one was a traceback in np.random.seed."""
+  v = nonnegative_int(text)
+  if v >= 2 ** 32: raise argparse.ArgumentTypeError(f"{v} must be below 2**32")
   return v
 
 
