@@ -268,6 +268,7 @@ def _image(im, channels: int, raw: bool) -> tuple[np.ndarray, float]:
     arr, full = _image_values(im)
     if raw or channels == 1: return arr, full
     return np.repeat(arr[..., None], 3, axis=2), full
+  if raw and im.mode == "L": return _image_values(im)       # an 8-bit map (Middlebury 2003 stores 4·d as L)
   if raw: raise UserError(f"image {getattr(im, 'filename', '')} is {im.mode}, expected a one-channel map (L, I;16, I or F)")
   if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
     rgba = im.convert("RGBA")
