@@ -115,7 +115,7 @@ class Bench:
                            "metric": metric, "value": value, "unit": unit,
                            "median_ms": med * 1e3, "p10_ms": timing.pct(10) * 1e3, "p90_ms": timing.pct(90) * 1e3,
                            "p99_ms": timing.pct(99) * 1e3, "samples_ms": [s * 1e3 for s in timing.samples_s],
-                           "warmup_ms": [s * 1e3 for s in timing.warmup_s], "host": platform.node(), **extra}
+                           "warmup_ms": [s * 1e3 for s in timing.warmup_s], "host": platform.node(), "beam_search": beam_summary(), **extra}
     self.records.append(rec)
     return rec
 
@@ -133,6 +133,7 @@ class Bench:
     beam = f"BEAM={_env_int('BEAM')} JITBEAM={_env_int('JITBEAM')}"
     print(f"\n### {title or self.project} on {dev} ({self.records[0]['renderer'] if self.records else ''}, {beam})\n")
     print(self.table())
+    if (search := beam_summary()) is not None: print(f"\n{search}")
 
   def write_json(self, path: str | os.PathLike | None) -> None:
     """Write the records (atomically) and say where; no path, nothing written."""
@@ -140,6 +141,13 @@ class Bench:
     from common.files import save_json
     save_json({"schema": SCHEMA, "records": self.records}, path)
     print(f"wrote {path}")
+
+
+def beam_summary() -> str | None:
+  """What BEAM did in this run so far ("BEAM from cache (N kernels)" / "BEAM searched N kernels in S s ..."),
+  when common.beam watches the search; None otherwise."""
+  from common import beam
+  return beam.STATE.summary() if beam.STATE.installed and beam.beam_level() > 0 else None
 
 
 TF32_MODES = ("default", "on", "off")

@@ -37,6 +37,7 @@ class ArgumentParser(argparse.ArgumentParser):
     kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
     super().__init__(*args, **kwargs)
     self.presets: dict[str, dict[str, Any]] = {}
+    self.project: str | None = None      # set by project_parser: BEAM's budget and cache tags use it
 
   def error(self, message: str) -> NoReturn:
     print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
@@ -69,6 +70,9 @@ class ArgumentParser(argparse.ArgumentParser):
       for dest in ("json", "save"):
         if getattr(ns, dest, None): check_writable(getattr(ns, dest), f"--{dest}")
     except UserError as e: self.error(str(e))
+    if self.project is not None:
+      from common import beam
+      if beam.beam_level() > 0 or getattr(ns, "beam_minutes", None) is not None: beam.install(self.project, getattr(ns, "beam_minutes", None))
     return ns
 
 
@@ -84,11 +88,14 @@ def project_parser(project: str, doc: str | None, *, quick_help: str = "tiny set
   trains nothing names its own output flag for what it writes). `full_help` adds --full."""
   p = ArgumentParser(description=first_paragraph(doc),
                      epilog="The module docstring is the tutorial: python3 -c 'help(\"<script>\")' or read the file.")
+  p.project = project
   g = p.add_argument_group("common flags")
   g.add_argument("--bench", action="store_true", help="time the hot paths and print a table instead of the demo")
   g.add_argument("--json", metavar="PATH", default=None, help="write the timing records (common.bench schema) of whatever ran here")
   g.add_argument("--out", metavar="DIR", default=os.path.join("out", project), help="folder for images, plots, checkpoints and the summary")
   g.add_argument("--seed", type=seed_int, default=0, help="random seed (numpy and tinygrad), 0 to 2**32 - 1")
+  g.add_argument("--beam-minutes", metavar="M", type=positive_float, default=None,
+                 help="with BEAM=N or JITBEAM=N: stop searching after M minutes; unsearched kernels keep the heuristic's choice (common/beam.py)")
   g.add_argument("--quick", action="store_true", help=quick_help + "; changes defaults only, flags you give win")
   if full_help: g.add_argument("--full", action="store_true", help=full_help + "; changes defaults only, flags you give win")
   if save_help is not None:
