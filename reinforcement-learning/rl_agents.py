@@ -18,11 +18,12 @@ pole), g = 9.8, τ = 0.02 s, Euler integration:
 `BatchedCartPole` steps N environments at once as a (N, 4) tinygrad tensor and resets finished ones
 in the same call, so act → step → store runs on the device inside one TinyJit'd function.
 
-DQN (Mnih et al. 2015). A network Q_θ: (B, 4) → (B, 2) estimates the return of each action. Acting is
-ε-greedy (ε decays linearly from --eps-start to --eps-end over --eps-steps env steps). Transitions
-(s, a, r, terminated, s') go to a preallocated ring buffer on the device (capacity, 11 floats per row).
-Each iteration steps --dqn-envs environments and takes --grad-steps gradient steps, each on a fresh
-minibatch of B rows (replay ratio = grad-steps / dqn-envs = 0.5 gradient steps per env step):
+DQN (Mnih et al. 2015; hyperparameters in `DQNConfig`). A network Q_θ: (B, 4) → (B, 2) estimates the
+return of each action. Acting is ε-greedy (ε decays linearly from --eps-start to --eps-end over
+--eps-steps env steps). Transitions (s, a, r, terminated, s') go to a preallocated ring buffer on the
+device (--buffer rows of 11 floats). Each iteration steps --dqn-envs environments once and then takes
+--grad-steps gradient steps, each on a fresh minibatch of B = --batch rows, so the replay ratio is
+grad-steps / dqn-envs gradient steps per env step (2 / 4 = 0.5 with the defaults):
     y      = r + γ·(1 − terminated)·max_a' Q_θ⁻(s', a')           with --no-double (vanilla DQN)
     y      = r + γ·(1 − terminated)·Q_θ⁻(s', argmax_a' Q_θ(s', a'))   double DQN, the default
     L(θ)   = mean Huber(Q_θ(s, a) − y),  Huber(d) = ½d² if |d| < 1 else |d| − ½
@@ -30,57 +31,65 @@ y is the TD target: a truncated episode still bootstraps, only a fall does not. 
 online net pick a' and the target net value it, which removes the max operator's upward bias.
 θ⁻ is a target network: every --target-every gradient steps θ⁻ ← τθ + (1 − τ)θ⁻ (τ = 1: hard copy).
 Gradients are clipped to global norm --clip-grad; Adam takes the step, with a learning rate that decays
-linearly from --lr to --lr-end over the budget (large steps while Q is far off, small ones once a good
-policy has to be kept rather than found).
+linearly from --lr to --lr-end over --dqn-steps env steps (large steps while Q is far off, small ones
+once a good policy has to be kept rather than found). `DQN.td_loss` and `DQN.update` are the update.
 
-REINFORCE (Williams 1992). A softmax policy π_θ(a|s) = softmax(f_θ(s)). --pg-batch episodes run in
-parallel to the end; with r_t = 1 while the episode lasts, the discounted returns of all steps are one
-matmul with a (T, T) discount matrix Γ[t, k] = γ^(k−t) for k ≥ t: G = Γ·r (T = 500, shapes (T, N)).
-Returns are normalized over the batch, Ĝ = (G − mean)/std, and
+REINFORCE (Williams 1992; `ReinforceConfig`). A softmax policy π_θ(a|s) = softmax(f_θ(s)). --pg-batch
+episodes run in parallel to the end; with r_t = 1 while the episode lasts, the discounted returns of
+all steps are one matmul with a (T, T) discount matrix Γ[t, k] = γ^(k−t) for k ≥ t: G = Γ·r (T = 500,
+shapes (T, N)). Returns are normalized over the batch, Ĝ = (G − mean)/std, and
     L(θ) = −mean_t[ log π_θ(a_t|s_t)·(Ĝ_t − b(s_t)) ] − β·mean_t H(π_θ(·|s_t)) + ½·mean_t (V(s_t) − Ĝ_t)²
 where b = V is an optional learned baseline (a value head on the shared hidden layer, --baseline) and
 β = --entropy. ∇θ L is the policy-gradient estimate (the baseline lowers its variance, not its mean).
 
-EVALUATION. Every --eval-every env steps (DQN) or --pg-eval-every episodes (REINFORCE), 100 episodes run
-in parallel with greedy actions (argmax). Training stops when their mean return ≥ 475; then a fresh
-100-episode greedy evaluation decides PASS/FAIL, and one episode is replayed on the numpy env.
+BUDGETS. --episodes N is the training budget of each agent in episodes: REINFORCE trains on N episodes
+(rounded up to whole batches of --pg-batch); DQN stops at the iteration in which its N-th training
+episode ends (up to --dqn-envs − 1 more may end in that same step), or after --dqn-steps env steps,
+whichever comes first. Evaluation episodes are not counted.
+
+EVALUATION. Every --eval-every env steps (DQN) or --pg-eval-every episodes (REINFORCE), --eval-episodes
+episodes run in parallel with greedy actions (argmax). Training stops when their mean return reaches
+--target-return; then a fresh greedy evaluation decides PASS/FAIL, and one episode is replayed on the
+numpy env.
 
 RUN IT.
-    NV=1 python3 reinforcement-learning/rl_agents.py            # Jetson Orin (tinygrad's NV backend)
-    python3 reinforcement-learning/rl_agents.py                 # laptop / CPU (DEV=CPU)
+    NV=1 python3 reinforcement-learning/rl_agents.py --agent dqn --episodes 500    # Jetson Orin (NV backend)
+    NV=1 python3 reinforcement-learning/rl_agents.py --agent reinforce --episodes 500
+    python3 reinforcement-learning/rl_agents.py                 # both agents, laptop / CPU (DEV=CPU)
     python3 reinforcement-learning/rl_agents.py --agent dqn --no-double --seed 1      # vanilla DQN
     python3 reinforcement-learning/rl_agents.py --save out/agents.safetensors   # then --load it to evaluate
-    JITBEAM=2 python3 reinforcement-learning/rl_agents.py --bench --json out/rl_bench.json
+    NV=1 python3 reinforcement-learning/rl_agents.py --bench    # JITBEAM=2 ... --bench --json out/rl_bench.json
 Outputs under --out (default out/reinforcement-learning/): <agent>_curve.png (return per episode with a
-moving average, evaluations, and the loss), summary.json.
---quick: 10 000 DQN env steps and 300 REINFORCE episodes, 20 evaluation episodes; the bar is "learns
-measurably": greedy mean return ≥ 100 for each agent (an untrained greedy policy scores ≈ 10, a random one ≈ 22).
+moving average, evaluations, and the loss) and summary.json; with --load, summary.json only. --save
+writes the trained agents (safetensors); --json writes the timing records (common.bench schema) of the
+training and evaluation that ran, or of the benchmark with --bench.
+--quick: 10 000 DQN env steps, 300 episodes, 20 evaluation episodes, and the bar "learns measurably":
+greedy mean return ≥ 100 for each agent (an untrained greedy policy scores ≈ 10, a random one ≈ 22).
+Flags you type win over --quick's values.
 
-EXPECTED RESULTS. Measured with default settings on a shared 2-core x86 CPU (DEV=CPU, tinygrad 0.14.0;
-details in README.md). REINFORCE solved seeds 0, 1, 2 after 200, 200, 300 episodes (~10 s of CPU time
-each). DQN solved seeds 0, 1, 2 at 57 500, 55 000 and 70 000 env steps (579, 506, 626 episodes; 155,
-141, 179 s of CPU time, 5–7 min wall under load), each with a fresh greedy mean of 500.0, and seeds 3
-and 4, held out, at 65 000 and 62 500. The DQN defaults were tuned on seeds 0–2: the first defaults
-(vanilla DQN, replay ratio 0.25, constant lr) failed seed 0; double DQN, --grad-steps 2 and the lr decay
-were then tried as one change, with hard or Polyak target updates on seed 0 (both solved it; hard
-kept), and the result run once on every seed. DQN on CartPole oscillates: its evaluations rise and
-fall by hundreds between checks, which is why training stops at the first passing evaluation and a
-fresh one decides PASS/FAIL. On a Jetson Orin the runs are expected to be bound by kernel-launch
-latency (tiny networks), not FLOPs: expected, not measured.
+EXPECTED RESULTS. With default settings (`--agent dqn|reinforce --seed S`), DEV=CPU, tinygrad 0.14.0, a
+shared 2-core x86 CPU (details and times in README.md): DQN solved seeds 0–4 at 57 500, 55 000, 70 000,
+65 000 and 62 500 env steps (579, 506, 626, 561, 619 episodes; 141–179 s of CPU time each), each with a
+fresh greedy mean of 500.0; REINFORCE solved seeds 0, 1, 2 after 200, 200, 300 episodes (~10 s of CPU
+time each). The DQN defaults were chosen on seeds 0–2; seeds 3 and 4 are the held-out check. DQN on
+CartPole oscillates: its evaluations rise and fall by hundreds between checks, which is why training
+stops at the first passing evaluation and a fresh one decides PASS/FAIL. On a Jetson Orin the runs are
+expected to be bound by kernel-launch latency (tiny networks), not FLOPs: expected, not measured.
 """
 import common   # first: turns NV=1 / CUDA=1 / CPU=1 into DEV=... before tinygrad reads it
-import argparse, math, sys, time
+import argparse, dataclasses, functools, math, os, sys, time
+from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from tinygrad import Tensor, TinyJit, Variable, nn, dtypes
-from tinygrad.helpers import Context, tqdm
+from tinygrad.helpers import Context
 from tinygrad.nn.state import get_state_dict, get_parameters, load_state_dict
-import common.bench, common.device
 from common import UserError, cli
-from common.files import save_json, save_checkpoint, load_checkpoint, check_state_matches, out_dir
-from common.plots import figure, save_figure, moving_average
+from common.bench import Bench, Timing
+from common.files import save_json, save_checkpoint, load_checkpoint, check_state_matches
+from common.train import realize_init
 
-PROJECT = "reinforcement-learning"
+PROJECT, SCRIPT = "reinforcement-learning", "reinforcement-learning/rl_agents.py"
 
 # ---- CartPole-v1 constants (Gymnasium) ---------------------------------------------------------
 GRAVITY, MASS_CART, MASS_POLE, HALF_LENGTH = 9.8, 1.0, 0.1, 0.5
@@ -90,6 +99,49 @@ THETA_LIMIT, X_LIMIT = 12 * 2 * math.pi / 360, 2.4     # 0.2095 rad, 2.4 m
 RESET_BOUND, MAX_STEPS, SOLVED_RETURN = 0.05, 500, 475.0
 OBS_DIM, N_ACTIONS = 4, 2
 
+
+# ---- hyperparameters: one dataclass per agent (the flags of the same names fill them) ------------
+
+@dataclass(frozen=True)
+class DQNConfig:
+  hidden: int = 128              # Q_θ is 4-H-H-2
+  gamma: float = 0.99            # discount γ
+  envs: int = 4                  # environments stepped per iteration (--dqn-envs)
+  grad_steps: int = 2            # gradient steps per iteration: replay ratio = grad_steps / envs
+  batch: int = 128               # minibatch rows B
+  lr: float = 1e-3               # Adam's learning rate at the start ...
+  lr_end: float = 1e-4           # ... decaying linearly to this over `steps`
+  buffer: int = 50_000           # replay capacity (transitions), a multiple of envs
+  learning_starts: int = 1000    # env steps of pure collection before the first gradient step
+  eps_start: float = 1.0         # ε-greedy: ε decays linearly from eps_start ...
+  eps_end: float = 0.05          # ... to eps_end ...
+  eps_steps: int = 10_000        # ... over this many env steps
+  target_every: int = 250        # gradient steps between target updates
+  tau: float = 1.0               # θ⁻ ← τθ + (1 − τ)θ⁻ (1: hard copy)
+  double: bool = True            # double DQN
+  clip_grad: float = 10.0        # global gradient norm bound (0: off)
+  steps: int = 100_000           # budget in env steps (--dqn-steps)
+  episodes: int = 2000           # budget in training episodes
+  eval_every: int = 2500         # env steps between greedy evaluations
+  eval_episodes: int = 100
+  target_return: float = SOLVED_RETURN
+
+
+@dataclass(frozen=True)
+class ReinforceConfig:
+  hidden: int = 128              # policy 4-H-2 (+ a value head H-1 with the baseline)
+  gamma: float = 0.99
+  batch: int = 4                 # episodes per update, run in parallel (--pg-batch)
+  lr: float = 1e-2               # Adam (--pg-lr)
+  baseline: bool = True          # learned value baseline b(s) = V(s)
+  entropy: float = 0.0           # entropy bonus β
+  episodes: int = 2000           # budget in training episodes
+  eval_every: int = 100          # training episodes between greedy evaluations (--pg-eval-every)
+  eval_episodes: int = 100
+  target_return: float = SOLVED_RETURN
+
+
+# ---- the environment: numpy (reference) and batched tensors (on the device) ----------------------
 
 class CartPole:
   """One CartPole-v1 in numpy, float64 like Gymnasium's, for single-episode play and as a reference."""
@@ -157,6 +209,8 @@ class BatchedCartPole:
     return next_obs, Tensor.ones(self.n), terminated, truncated, steps
 
 
+# ---- the math shared by both agents ------------------------------------------------------------
+
 def mlp(sizes: list[int]) -> list:
   """[4, 128, 128, 2] -> Linear, relu, Linear, relu, Linear (PyTorch-style uniform init)."""
   layers: list = []
@@ -165,15 +219,14 @@ def mlp(sizes: list[int]) -> list:
   return layers
 
 
-def realized(params: list[Tensor]) -> list[Tensor]:
-  """Give freshly initialized weights their own buffers now. Left lazy, a TinyJit'd function would
-  capture the kernels that *compute* the initial values, and keep acting with them after training."""
-  Tensor.realize(*params)
-  return params
+def huber(d: Tensor) -> Tensor:
+  """½d² for |d| < 1, |d| − ½ beyond: quadratic near the target, linear (bounded gradient) far away."""
+  return (d.abs() < 1).where(0.5 * d * d, d.abs() - 0.5)
 
 
 def gradient_step(loss: Tensor, params: list[Tensor], opt: nn.optim.Optimizer, clip_norm: float) -> None:
-  """∇θ L for exactly these parameters, optional clipping to global norm, one optimizer step."""
+  """∇θ L for exactly these parameters (not the replay ring or the target net), clipped to global
+  norm `clip_norm` when it is > 0, then one optimizer step."""
   grads = loss.gradient(*params)
   if clip_norm > 0:
     norm = sum((g * g).sum() for g in grads).sqrt()
@@ -183,15 +236,38 @@ def gradient_step(loss: Tensor, params: list[Tensor], opt: nn.optim.Optimizer, c
   with Context(TRAINING=1): opt.step()
 
 
-def log_eval(name: str, hist: dict, mean_return: float):
-  """One line per greedy evaluation, so logs (no progress bar off a terminal) show the learning."""
-  recent = np.mean(hist["returns"][-20:]) if hist["returns"] else 0.0
-  line = (f"{name}: {hist['env_steps']:>7} env steps, {len(hist['returns']):>5} episodes | "
-          f"training return (last 20) {recent:6.1f} | greedy eval {mean_return:6.1f}")
-  tqdm.write(line) if sys.stderr.isatty() else print(line, flush=True)   # above the bar on a terminal
+def linear_schedule(start: float, end: float, fraction: float) -> float:
+  return start + min(fraction, 1.0) * (end - start)
 
 
-# ---- DQN ---------------------------------------------------------------------------------------
+@dataclass
+class History:
+  """What a training run did, for the plot, the log and summary.json."""
+  returns: list[float] = field(default_factory=list)     # return of each finished training episode
+  losses: list[float] = field(default_factory=list)
+  evals: list[tuple[int, int, float]] = field(default_factory=list)   # (env steps, episodes, greedy mean)
+  env_steps: int = 0
+  grad_steps: int = 0
+  solved_at: int | None = None   # env steps (DQN) or episodes (REINFORCE) at the passing evaluation
+  stopped: str = ""              # "solved", "env-step budget" or "episode budget"
+
+
+def evaluate_during_training(name: str, hist: History, evaluate, target: float, solved_at: int) -> None:
+  """A greedy evaluation; it stops training when its mean reaches `target`."""
+  mean_return = float(evaluate().mean())
+  hist.evals.append((hist.env_steps, len(hist.returns), mean_return))
+  recent = np.mean(hist.returns[-20:]) if hist.returns else 0.0
+  common.log(f"{name}: {hist.env_steps:>7} env steps, {len(hist.returns):>5} episodes | "
+             f"training return (last 20) {recent:6.1f} | greedy eval {mean_return:6.1f}")
+  if mean_return >= target: hist.solved_at, hist.stopped = solved_at, "solved"
+
+
+def check_finite(name: str, losses: list[float], hist: History, lr_flag: str) -> None:
+  bad = [v for v in losses if not math.isfinite(v)]
+  if bad: raise UserError(f"{name} diverged: the loss became {bad[0]} after {hist.env_steps} env steps; try a smaller {lr_flag}")
+
+
+# ---- DQN -----------------------------------------------------------------------------------------
 
 class ReplayMemory:
   """Preallocated ring of transitions on the device, one row of 11 floats each:
@@ -203,20 +279,19 @@ class ReplayMemory:
     self.capacity, self.n_envs = capacity, n_envs
     self.table = Tensor.zeros(capacity, 11).contiguous().realize()
     self.ptr_var = Variable("replay_ptr", 0, capacity - n_envs)
-    self.pos, self.size = 0, 0
+    self.pos, self.size = 0, 0     # host-side: next write position, number of valid rows
 
-  def store(self, ptr, s, a, r, terminated, s2) -> Tensor:
-    rows = Tensor.cat(s, a.float().unsqueeze(1), r.unsqueeze(1), terminated.float().unsqueeze(1), s2, dim=1)
+  def store(self, ptr, obs, action, reward, terminated, next_obs) -> Tensor:
+    rows = Tensor.cat(obs, action.float().unsqueeze(1), reward.unsqueeze(1), terminated.float().unsqueeze(1), next_obs, dim=1)
     return self.table[ptr:ptr + self.n_envs].assign(rows)
 
   def advance(self):
-    """Host-side bookkeeping after each store: next write position, number of valid rows."""
     self.pos = (self.pos + self.n_envs) % self.capacity
     self.size = min(self.size + self.n_envs, self.capacity)
 
-  def sample(self, batch: int, size: Tensor) -> Tensor:
-    """Uniform minibatch (B, 11) of rows from the first `size` (a (1,) tensor, so the kernel never changes)."""
-    return self.table[(Tensor.rand(batch) * size).cast(dtypes.int32)]   # a gather
+  def sample(self, batch: int, filled: Tensor):
+    """Uniform minibatch of `batch` rows from the first `filled` (a (1,) tensor, so the kernel never changes)."""
+    return self.unpack(self.table[(Tensor.rand(batch) * filled).cast(dtypes.int32)])   # a gather
 
   @classmethod
   def unpack(cls, rows: Tensor):
@@ -225,156 +300,154 @@ class ReplayMemory:
 
 
 class DQN:
-  LOG = 250     # iterations between reads of the on-device log (one host sync per read)
+  LOG = 250     # iterations between reads of the on-device logs (one host sync per read)
 
-  def __init__(self, a):
-    self.a = a
-    self.q_net = mlp([OBS_DIM, a.hidden, a.hidden, N_ACTIONS])
-    self.target_net = mlp([OBS_DIM, a.hidden, a.hidden, N_ACTIONS])
-    self.params = realized(get_parameters(self.q_net))
-    self.opt = nn.optim.Adam(self.params, lr=a.lr)
+  def __init__(self, cfg: DQNConfig):
+    self.cfg = cfg
+    self.q_net = mlp([OBS_DIM, cfg.hidden, cfg.hidden, N_ACTIONS])
+    self.target_net = mlp([OBS_DIM, cfg.hidden, cfg.hidden, N_ACTIONS])
+    self.params = get_parameters(self.q_net)
+    realize_init(self.q_net)
+    self.opt = nn.optim.Adam(self.params, lr=cfg.lr)
     self.update_target(tau=1.0)
-    self.env = BatchedCartPole(a.dqn_envs)
-    self.memory = ReplayMemory(a.buffer, a.dqn_envs)
-    self.loss_log = Tensor.zeros(self.LOG).contiguous().realize()
-    self.return_log = Tensor.zeros(self.LOG, a.dqn_envs).contiguous().realize()   # episode length at its end, else 0
+    self.env = BatchedCartPole(cfg.envs)
+    self.memory = ReplayMemory(cfg.buffer, cfg.envs)
+    self.loss_log = Tensor.zeros(self.LOG).contiguous().realize()                  # last loss of each iteration
+    self.episode_log = Tensor.zeros(self.LOG, cfg.envs).contiguous().realize()     # episode length at its end, else 0
     self.slot_var = Variable("log_slot", 0, self.LOG - 1)
-    self.collect_jit, self.iterate_jit, self.train_jit = TinyJit(self.collect), TinyJit(self.iterate), TinyJit(self.train_step)
-    self.target_jit = TinyJit(lambda: self.update_target(a.tau))     # Polyak updates may run every step
+    self.collect_jit, self.iterate_jit = TinyJit(self.collect), TinyJit(self.iterate)
+    self.target_jit = TinyJit(lambda: self.update_target(cfg.tau))     # Polyak updates may run every step
 
   def q_values(self, obs: Tensor) -> Tensor: return obs.sequential(self.q_net)   # (B, 4) -> (B, 2)
-
-  def update_target(self, tau: float):
-    """θ⁻ ← τθ + (1 − τ)θ⁻"""
-    for t, o in zip(get_parameters(self.target_net), self.params): t.assign(tau * o.detach() + (1 - tau) * t)
-    Tensor.realize(*get_parameters(self.target_net))
 
   def act(self, obs: Tensor, eps: Tensor) -> Tensor:
     """ε-greedy: a random action with probability ε, else argmax_a Q(s, a). (N, 4) -> (N,) int."""
     n = obs.shape[0]
-    greedy = self.q_values(obs).argmax(-1)
     explore = Tensor.rand(n) < eps
-    return explore.where((Tensor.rand(n) < 0.5).cast(dtypes.int32), greedy)
+    return explore.where((Tensor.rand(n) < 0.5).cast(dtypes.int32), self.q_values(obs).argmax(-1))
 
-  def collect(self, sched: Tensor, ptr, slot):
-    """One step of every environment; the transitions go into the replay ring. sched = [ε, replay size]."""
-    s = self.env.obs
-    a = self.act(s, sched[0])
-    s2, r, terminated, truncated, length = self.env.step(a)
-    # store first (it reads the old state), then commit the environment's new state
-    Tensor.realize(self.memory.store(ptr, s, a, r, terminated, s2),
-                   self.return_log[slot:slot + 1].assign((terminated | truncated).where(length, 0).float().unsqueeze(0)))
+  def collect(self, sched: Tensor, ptr: Variable, slot: Variable) -> None:
+    """Step every environment once, ε-greedily, into the ring. sched = [ε, rows filled]."""
+    obs = self.env.obs
+    action = self.act(obs, sched[0])
+    next_obs, reward, terminated, truncated, length = self.env.step(action)
+    # the ring and the episode log read the old state: realize them before the env commits its new one
+    Tensor.realize(self.memory.store(ptr, obs, action, reward, terminated, next_obs),
+                   self.episode_log[slot:slot + 1].assign((terminated | truncated).where(length, 0).float().unsqueeze(0)))
     Tensor.realize(self.env.state, self.env.steps)
 
-  def td_loss(self, rows: Tensor) -> Tensor:
-    """Huber TD loss of a minibatch of replay rows (B, 11)."""
-    s, a, r, terminated, s2 = ReplayMemory.unpack(rows)
-    q_sa = (self.q_values(s) * a.one_hot(N_ACTIONS)).sum(-1)                        # Q_θ(s, a), (B,)
-    q_next_target = s2.sequential(self.target_net).detach()                          # Q_θ⁻(s', ·), (B, 2)
-    if self.a.double:
-      best_next = self.q_values(s2).detach().argmax(-1)                              # chosen by θ, valued by θ⁻
-      q_next = (q_next_target * best_next.one_hot(N_ACTIONS)).sum(-1)
+  # the update, top to bottom: minibatch -> TD target -> Huber loss -> clipped Adam step -> (in train) θ⁻
+  def td_loss(self, obs: Tensor, action: Tensor, reward: Tensor, terminated: Tensor, next_obs: Tensor) -> Tensor:
+    q_sa = (self.q_values(obs) * action.one_hot(N_ACTIONS)).sum(-1)                    # Q_θ(s, a), (B,)
+    q_next_target = next_obs.sequential(self.target_net).detach()                       # Q_θ⁻(s', ·), (B, 2)
+    if self.cfg.double:                                                                 # θ picks a', θ⁻ values it
+      q_next = (q_next_target * self.q_values(next_obs).detach().argmax(-1).one_hot(N_ACTIONS)).sum(-1)
     else:
       q_next = q_next_target.max(-1)
-    td_target = r + self.a.gamma * (1 - terminated) * q_next                         # no bootstrap past a fall
-    d = q_sa - td_target
-    return (d.abs() < 1).where(0.5 * d * d, d.abs() - 0.5).mean()                   # Huber
+    td_target = reward + self.cfg.gamma * (1 - terminated) * q_next                     # no bootstrap past a fall
+    return huber(q_sa - td_target).mean()
 
-  def train_step(self, sched: Tensor) -> Tensor:
-    loss = self.td_loss(self.memory.sample(self.a.batch, sched[1:2]))
-    gradient_step(loss, self.params, self.opt, self.a.clip_grad)
+  def update(self, filled: Tensor, batch: int) -> Tensor:
+    loss = self.td_loss(*self.memory.sample(batch, filled))
+    gradient_step(loss, self.params, self.opt, self.cfg.clip_grad)
     return loss.realize()
 
-  def iterate(self, sched: Tensor, ptr, slot):
-    """The loop body, one TinyJit'd call: act, step, store, then --grad-steps gradient steps."""
+  def update_target(self, tau: float) -> None:
+    """θ⁻ ← τθ + (1 − τ)θ⁻"""
+    for t, o in zip(get_parameters(self.target_net), self.params): t.assign(tau * o.detach() + (1 - tau) * t)
+    Tensor.realize(*get_parameters(self.target_net))
+
+  def iterate(self, sched: Tensor, ptr: Variable, slot: Variable) -> None:
+    """The loop body as one TinyJit'd call: collect, then `grad_steps` updates; the last loss is logged."""
     self.collect(sched, ptr, slot)
-    for _ in range(self.a.grad_steps): loss = self.train_step(sched)
+    for _ in range(self.cfg.grad_steps): loss = self.update(sched[1:2], self.cfg.batch)
     self.loss_log[slot:slot + 1].assign(loss.reshape(1)).realize()
 
-  def set_lr(self, env_steps: int, budget: int):
-    """Linear decay from --lr to --lr-end over the budget: big steps early, small ones once Q is
+  def set_lr(self, env_steps: int) -> None:
+    """Linear decay from lr to lr_end over the env-step budget: big steps early, small ones once Q is
     nearly right, so a good policy is not trained away again (DQN on CartPole otherwise oscillates)."""
-    frac = min(env_steps / budget, 1.0)
-    self.opt.lr.assign(Tensor([self.a.lr + frac * (self.a.lr_end - self.a.lr)], device=self.opt.lr.device)).realize()
+    lr = linear_schedule(self.cfg.lr, self.cfg.lr_end, env_steps / self.cfg.steps)
+    self.opt.lr.assign(Tensor([lr], device=self.opt.lr.device)).realize()
 
-  def epsilon(self, env_steps: int) -> float:
-    frac = min(env_steps / self.a.eps_steps, 1.0)
-    return self.a.eps_start + frac * (self.a.eps_end - self.a.eps_start)
-
-  def train(self, evaluate, budget: int, eval_every: int):
-    """Run until solved or `budget` env steps. -> history dict."""
-    a, mem, n = self.a, self.memory, self.a.dqn_envs
-    hist = {"returns": [], "losses": [], "evals": [], "env_steps": 0, "grad_steps": 0, "solved_at": None}
-    slot, next_eval = 0, eval_every
-    def read_log():
-      lengths = self.return_log.numpy()[:slot]
-      hist["returns"] += [float(v) for v in lengths.flatten() if v > 0]
-      if hist["grad_steps"]: hist["losses"] += self.loss_log.numpy()[:slot][-min(slot, hist["grad_steps"]):].tolist()
-    bar = common.progress(total=budget, desc="DQN")
-    while hist["env_steps"] < budget:
-      sched = Tensor([self.epsilon(hist["env_steps"]), float(max(mem.size, 1))]).realize()
-      ptr, sl = mem.ptr_var.bind(mem.pos), self.slot_var.bind(slot)
-      if hist["env_steps"] < a.learning_starts: self.collect_jit(sched, ptr, sl)
+  def train(self, evaluate) -> History:
+    """Iterate until a greedy evaluation reaches the target return or a budget is spent."""
+    cfg, mem, hist = self.cfg, self.memory, History()
+    slot, trained, next_eval, read_at = 0, 0, cfg.eval_every, self.iterations_to_next_read(hist)
+    bar = common.progress(total=cfg.steps, desc="DQN")
+    while not hist.stopped:
+      sched = Tensor([linear_schedule(cfg.eps_start, cfg.eps_end, hist.env_steps / cfg.eps_steps), float(max(mem.size, 1))]).realize()
+      ptr, log_slot = mem.ptr_var.bind(mem.pos), self.slot_var.bind(slot)
+      if hist.env_steps < cfg.learning_starts: self.collect_jit(sched, ptr, log_slot)
       else:
-        if slot == 0: self.set_lr(hist["env_steps"], budget)
-        self.iterate_jit(sched, ptr, sl)
-        before, hist["grad_steps"] = hist["grad_steps"], hist["grad_steps"] + a.grad_steps
-        for _ in range(hist["grad_steps"] // a.target_every - before // a.target_every): self.target_jit()
+        if slot == 0: self.set_lr(hist.env_steps)
+        self.iterate_jit(sched, ptr, log_slot)
+        trained, before, hist.grad_steps = trained + 1, hist.grad_steps, hist.grad_steps + cfg.grad_steps
+        for _ in range(hist.grad_steps // cfg.target_every - before // cfg.target_every): self.target_jit()
       mem.advance()
-      hist["env_steps"] += n
-      slot += 1
-      bar.update(n)
-      if slot == self.LOG or hist["env_steps"] >= next_eval or hist["env_steps"] >= budget:
-        read_log()
-        slot = 0
-        recent = np.mean(hist["returns"][-20:]) if hist["returns"] else 0.0
-        bar.set_description(f"DQN return(20) {recent:5.1f} ε {self.epsilon(hist['env_steps']):.2f}")
-      if hist["env_steps"] >= next_eval:
-        next_eval += eval_every
-        mean_return = float(evaluate().mean())
-        hist["evals"].append((hist["env_steps"], len(hist["returns"]), mean_return))
-        log_eval("DQN", hist, mean_return)
-        if mean_return >= a.target_return:
-          hist["solved_at"] = hist["env_steps"]
-          break
+      hist.env_steps, slot = hist.env_steps + cfg.envs, slot + 1
+      bar.update(cfg.envs)
+      if slot == read_at or hist.env_steps >= next_eval or hist.env_steps >= cfg.steps:
+        self.read_logs(hist, slot, trained)
+        slot, trained, read_at = 0, 0, self.iterations_to_next_read(hist)
+        bar.set_description(f"DQN return(20) {np.mean(hist.returns[-20:]) if hist.returns else 0:5.1f}")
+      if hist.env_steps >= next_eval:
+        next_eval += cfg.eval_every
+        evaluate_during_training("DQN", hist, evaluate, cfg.target_return, hist.env_steps)
+      if not hist.stopped and len(hist.returns) >= cfg.episodes: hist.stopped = "episode budget"
+      if not hist.stopped and hist.env_steps >= cfg.steps: hist.stopped = "env-step budget"
     bar.update(close=True)
     return hist
 
+  def iterations_to_next_read(self, hist: History) -> int:
+    """At most `envs` episodes end per iteration, so the episode budget cannot be reached sooner."""
+    return max(1, min(self.LOG, -(-(self.cfg.episodes - len(hist.returns)) // self.cfg.envs)))
+
+  def read_logs(self, hist: History, slots: int, trained: int) -> None:
+    lengths = self.episode_log.numpy()[:slots].flatten()
+    hist.returns += [float(v) for v in lengths if v > 0]
+    if trained:
+      losses = self.loss_log.numpy()[:slots][-trained:].tolist()
+      check_finite("DQN", losses, hist, "--lr")
+      hist.losses += losses
+
   def state_dict(self) -> dict: return get_state_dict(self.q_net)
-  def load(self, sd: dict):
-    load_state_dict(self.q_net, sd, verbose=False)
+
+  def load(self, state: dict) -> None:
+    load_state_dict(self.q_net, state, verbose=False)
     self.update_target(tau=1.0)
 
 
-# ---- REINFORCE ---------------------------------------------------------------------------------
+# ---- REINFORCE -----------------------------------------------------------------------------------
 
 class Reinforce:
-  def __init__(self, a):
-    self.a, n = a, a.pg_batch
-    self.trunk = [nn.Linear(OBS_DIM, a.hidden), Tensor.relu]
-    self.policy_head = nn.Linear(a.hidden, N_ACTIONS)
-    self.value_head = nn.Linear(a.hidden, 1) if a.baseline else None
-    self.params = realized(get_parameters([self.trunk, self.policy_head, self.value_head]))
-    self.opt = nn.optim.Adam(self.params, lr=a.pg_lr)
+  def __init__(self, cfg: ReinforceConfig):
+    self.cfg, n = cfg, cfg.batch
+    self.trunk = [nn.Linear(OBS_DIM, cfg.hidden), Tensor.relu]
+    self.policy_head = nn.Linear(cfg.hidden, N_ACTIONS)
+    self.value_head = nn.Linear(cfg.hidden, 1) if cfg.baseline else None
+    self.params = get_parameters([self.trunk, self.policy_head, self.value_head])
+    realize_init(self.params)
+    self.opt = nn.optim.Adam(self.params, lr=cfg.lr)
     self.env = BatchedCartPole(n)
     self.obs_buf = Tensor.zeros(MAX_STEPS, n, OBS_DIM).contiguous().realize()   # (T, N, 4)
     self.action_buf = Tensor.zeros(MAX_STEPS, n).contiguous().realize()         # (T, N)
     self.mask_buf = Tensor.zeros(MAX_STEPS, n).contiguous().realize()           # 1 while the episode lasts
     self.alive = Tensor.ones(n).contiguous().realize()
     t, k = np.arange(MAX_STEPS)[:, None], np.arange(MAX_STEPS)[None, :]
-    self.discount = Tensor(np.where(k >= t, a.gamma ** np.maximum(k - t, 0), 0.0).astype(np.float32))   # Γ, (T, T)
+    self.discount = Tensor(np.where(k >= t, cfg.gamma ** np.maximum(k - t, 0), 0.0).astype(np.float32))   # Γ, (T, T)
     self.t_var = Variable("t", 0, MAX_STEPS - 1)
     self.rollout_jit, self.update_jit = TinyJit(self.rollout_step), TinyJit(self.update)
 
   def logits(self, obs: Tensor) -> Tensor: return self.policy_head(obs.sequential(self.trunk))   # (B, 4) -> (B, 2)
+  def q_values(self, obs: Tensor) -> Tensor: return self.logits(obs)     # argmax of logits = the greedy action
 
-  def rollout_step(self, t):
+  def rollout_step(self, t: Variable) -> None:
     """Sample a ~ π(·|s) for every env, record (s, a, alive) at time t, step."""
-    s = self.env.obs
-    a = Tensor.rand(self.a.pg_batch) < self.logits(s).softmax(-1)[:, 1]
-    Tensor.realize(self.obs_buf[t:t + 1].assign(s.unsqueeze(0)), self.action_buf[t:t + 1].assign(a.float().unsqueeze(0)),
+    obs = self.env.obs
+    action = Tensor.rand(self.cfg.batch) < self.logits(obs).softmax(-1)[:, 1]
+    Tensor.realize(self.obs_buf[t:t + 1].assign(obs.unsqueeze(0)), self.action_buf[t:t + 1].assign(action.float().unsqueeze(0)),
                    self.mask_buf[t:t + 1].assign(self.alive.unsqueeze(0)))
-    _, _, terminated, truncated, _ = self.env.step(a)
+    _, _, terminated, truncated, _ = self.env.step(action)
     Tensor.realize(self.env.state, self.env.steps, self.alive.assign(self.alive * (terminated | truncated).logical_not().float()))
 
   def discounted_returns(self, rewards: Tensor) -> Tensor:
@@ -391,56 +464,50 @@ class Reinforce:
     hidden = self.obs_buf.sequential(self.trunk)                            # (T, N, H)
     log_probs = self.policy_head(hidden).log_softmax(-1)                    # (T, N, 2)
     log_pi_a = (log_probs * self.action_buf.cast(dtypes.int32).one_hot(N_ACTIONS)).sum(-1)
-    advantage = g_hat
-    loss = Tensor(0.0)
+    advantage, loss = g_hat, Tensor(0.0)
     if self.value_head is not None:
       value = self.value_head(hidden).squeeze(-1)                           # V(s), (T, N)
       advantage = g_hat - value.detach()
       loss = 0.5 * (((value - g_hat) ** 2) * mask).sum() / count
     entropy = -(log_probs.exp() * log_probs).sum(-1)
-    loss = loss - (log_pi_a * advantage * mask).sum() / count - self.a.entropy * (entropy * mask).sum() / count
+    loss = loss - (log_pi_a * advantage * mask).sum() / count - self.cfg.entropy * (entropy * mask).sum() / count
     gradient_step(loss, self.params, self.opt, 0.0)
     return loss.realize()
 
   def run_episodes(self) -> np.ndarray:
-    """--pg-batch episodes in parallel from fresh starts, stopping once all have ended. -> lengths."""
+    """A batch of episodes in parallel from fresh starts, stopping once all have ended. -> lengths."""
     self.env.reset()
-    Tensor.realize(self.alive.assign(Tensor.ones(self.a.pg_batch)), self.mask_buf.assign(Tensor.zeros(MAX_STEPS, self.a.pg_batch)))
+    Tensor.realize(self.alive.assign(Tensor.ones(self.cfg.batch)), self.mask_buf.assign(Tensor.zeros(MAX_STEPS, self.cfg.batch)))
     for t in range(MAX_STEPS):
       self.rollout_jit(self.t_var.bind(t))
       if t % 25 == 24 and self.alive.sum().item() == 0: break               # one host sync every 25 steps
     return self.mask_buf.sum(0).numpy()
 
-  def train(self, evaluate, budget: int, eval_every: int):
-    hist = {"returns": [], "losses": [], "evals": [], "env_steps": 0, "solved_at": None}
-    next_eval = eval_every
-    bar = common.progress(total=budget, desc="REINFORCE")
-    while len(hist["returns"]) < budget:
+  def train(self, evaluate) -> History:
+    cfg, hist = self.cfg, History()
+    next_eval = cfg.eval_every
+    bar = common.progress(total=cfg.episodes, desc="REINFORCE")
+    while not hist.stopped:
       lengths = self.run_episodes()
-      hist["losses"].append(self.update_jit().item())
-      hist["returns"] += lengths.tolist()
-      hist["env_steps"] += int(lengths.sum())
+      hist.losses.append(self.update_jit().item())
+      hist.returns += lengths.tolist()
+      hist.env_steps += int(lengths.sum())
+      check_finite("REINFORCE", hist.losses[-1:], hist, "--pg-lr")
       bar.update(len(lengths))
-      bar.set_description(f"REINFORCE return(20) {np.mean(hist['returns'][-20:]):5.1f}")
-      if len(hist["returns"]) >= next_eval:
-        next_eval += eval_every
-        mean_return = float(evaluate().mean())
-        hist["evals"].append((hist["env_steps"], len(hist["returns"]), mean_return))
-        log_eval("REINFORCE", hist, mean_return)
-        if mean_return >= self.a.target_return:
-          hist["solved_at"] = len(hist["returns"])
-          break
+      bar.set_description(f"REINFORCE return(20) {np.mean(hist.returns[-20:]):5.1f}")
+      if len(hist.returns) >= next_eval:
+        next_eval += cfg.eval_every
+        evaluate_during_training("REINFORCE", hist, evaluate, cfg.target_return, len(hist.returns))
+      if not hist.stopped and len(hist.returns) >= cfg.episodes: hist.stopped = "episode budget"
     bar.update(close=True)
     return hist
 
-  def state_dict(self) -> dict:
-    return get_state_dict({"trunk": self.trunk, "policy": self.policy_head, **({"value": self.value_head} if self.value_head else {})})
-  def load(self, sd: dict):
-    load_state_dict({"trunk": self.trunk, "policy": self.policy_head, **({"value": self.value_head} if self.value_head else {})}, sd, verbose=False)
-  def q_values(self, obs: Tensor) -> Tensor: return self.logits(obs)     # argmax of logits = the greedy action
+  def modules(self) -> dict: return {"trunk": self.trunk, "policy": self.policy_head, **({"value": self.value_head} if self.value_head else {})}
+  def state_dict(self) -> dict: return get_state_dict(self.modules())
+  def load(self, state: dict) -> None: load_state_dict(self.modules(), state, verbose=False)
 
 
-# ---- evaluation: greedy episodes in parallel, and one episode on the numpy env ---------------------
+# ---- evaluation: greedy episodes in parallel, one episode on the numpy env, the success check ------
 
 class GreedyEvaluator:
   """`episodes` greedy episodes at once on a BatchedCartPole; returns their lengths (= returns)."""
@@ -476,140 +543,107 @@ def play_numpy_episode(scores, rng: np.random.Generator) -> tuple[int, float]:
   return int(total), (time.perf_counter() - t0) * 1e3 / max(total, 1)
 
 
-def plot_history(hist: dict, name: str, x_loss: str, dest: Path):
+def success_check(name: str, returns: np.ndarray, target: float) -> bool:
+  """PASS when the mean over fresh greedy episodes (not the evaluation that stopped training) reaches the target."""
+  return common.check(f"{name} mean greedy return", float(returns.mean()), target)
+
+
+# --- plumbing ----------------------------------------------------------------------------------------
+
+def plot_history(hist: History, name: str, x_loss: str, dest: Path) -> None:
+  from common.plots import figure, save_figure, moving_average
   fig, (ax_r, ax_l) = figure(1, 2, size=(10, 3.8))
-  returns = np.asarray(hist["returns"])
+  returns = np.asarray(hist.returns)
   ax_r.plot(returns, lw=0.8, alpha=0.35, label="episode return")
   ax_r.plot(moving_average(returns, 20), lw=2, label="20-episode mean")
-  if hist["evals"]:
-    ax_r.plot([e[1] for e in hist["evals"]], [e[2] for e in hist["evals"]], "o", color="k", label="greedy eval (mean)")
+  if hist.evals: ax_r.plot([e[1] for e in hist.evals], [e[2] for e in hist.evals], "o", color="k", label="greedy eval (mean)")
   ax_r.axhline(SOLVED_RETURN, ls="--", color="gray", lw=1, label="solved (475)")
   ax_r.set(title=f"{name}: return per training episode", xlabel="episode", ylabel="return")
-  ax_l.plot(hist["losses"], lw=0.6)
-  if len(hist["losses"]) > 50: ax_l.plot(moving_average(hist["losses"], 50), lw=2)
+  ax_l.plot(hist.losses, lw=0.6)
+  if len(hist.losses) > 50: ax_l.plot(moving_average(hist.losses, 50), lw=2)
   ax_l.set(title=f"{name}: loss", xlabel=x_loss, ylabel="loss")
   for ax in (ax_r, ax_l): ax.grid(alpha=0.3)
   ax_r.legend(fontsize=7)
   save_figure(fig, dest)
 
 
-# ---- the command line --------------------------------------------------------------------------
+# ---- checkpoints: both agents in one safetensors file, "<agent>.<key>", with their architecture ---
 
-def parse_args(argv=None):
-  p = common.project_parser(PROJECT, __doc__)
-  p.add_argument("--agent", choices=["dqn", "reinforce", "both"], default="both", help="which agent(s) to train")
-  p.add_argument("--hidden", type=cli.positive_int, default=128, help="hidden width (DQN: 4-H-H-2, policy: 4-H-2)")
-  p.add_argument("--gamma", type=cli.probability, default=0.99, help="discount γ")
-  p.add_argument("--eval-episodes", type=cli.positive_int, default=100, help="greedy episodes per evaluation")
-  p.add_argument("--target-return", type=cli.positive_float, default=SOLVED_RETURN, help="mean greedy return that counts as solved")
-  d = p.add_argument_group("DQN")
-  d.add_argument("--dqn-steps", type=cli.positive_int, default=100_000, help="budget of environment steps")
-  d.add_argument("--dqn-envs", type=cli.positive_int, default=4, help="environments stepped per iteration (one gradient step each)")
-  d.add_argument("--batch", type=cli.positive_int, default=128, help="minibatch size B")
-  d.add_argument("--grad-steps", type=cli.positive_int, default=2, help="gradient steps per iteration (replay ratio = grad-steps / dqn-envs)")
-  d.add_argument("--lr", type=cli.positive_float, default=1e-3, help="Adam learning rate for Q at the start")
-  d.add_argument("--lr-end", type=cli.positive_float, default=1e-4, help="learning rate reached (linearly) at the end of the budget")
-  d.add_argument("--buffer", type=cli.positive_int, default=50_000, help="replay capacity (transitions)")
-  d.add_argument("--learning-starts", type=int, default=1000, help="env steps of pure collection before training")
-  d.add_argument("--eps-start", type=cli.probability, default=1.0, help="initial ε")
-  d.add_argument("--eps-end", type=cli.probability, default=0.05, help="final ε")
-  d.add_argument("--eps-steps", type=cli.positive_int, default=10_000, help="env steps over which ε decays linearly")
-  d.add_argument("--target-every", type=cli.positive_int, default=250, help="gradient steps between target updates")
-  d.add_argument("--tau", type=cli.probability, default=1.0, help="target update θ⁻ ← τθ + (1−τ)θ⁻ (1: hard copy)")
-  d.add_argument("--double", action=argparse.BooleanOptionalAction, default=True, help="double DQN: online net picks a', target net values it")
-  d.add_argument("--clip-grad", type=cli.nonnegative_float, default=10.0, help="clip gradients to this global norm (0: off)")
-  d.add_argument("--eval-every", type=cli.positive_int, default=2500, help="env steps between greedy evaluations")
-  r = p.add_argument_group("REINFORCE")
-  r.add_argument("--pg-episodes", type=cli.positive_int, default=2000, help="budget of training episodes")
-  r.add_argument("--pg-batch", type=cli.positive_int, default=4, help="episodes per update (run in parallel)")
-  r.add_argument("--pg-lr", type=cli.positive_float, default=1e-2, help="Adam learning rate for the policy")
-  r.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True, help="learned value baseline b(s)")
-  r.add_argument("--entropy", type=cli.nonnegative_float, default=0.0, help="entropy bonus β")
-  r.add_argument("--pg-eval-every", type=cli.positive_int, default=100, help="training episodes between greedy evaluations")
-  a = p.parse_args(argv)
-  if a.json and not a.bench: p.error("--json writes benchmark results: use it with --bench")
-  if a.eps_end > a.eps_start: p.error(f"--eps-end {a.eps_end} is above --eps-start {a.eps_start}")
-  if a.buffer % a.dqn_envs: p.error(f"--buffer {a.buffer} must be a multiple of --dqn-envs {a.dqn_envs} (the ring is written N rows at a time)")
-  if a.buffer < a.batch: p.error(f"--buffer {a.buffer} is smaller than --batch {a.batch}")
-  if a.learning_starts < a.batch: p.error(f"--learning-starts {a.learning_starts} must be at least --batch {a.batch}")
-  if a.load and a.save: p.error("--load evaluates a saved agent; --save with it would only copy the file")
-  if a.quick:
-    a.dqn_steps, a.pg_episodes, a.eval_episodes = min(a.dqn_steps, 10_000), min(a.pg_episodes, 300), min(a.eval_episodes, 20)
-    a.eval_every, a.pg_eval_every, a.target_return = min(a.eval_every, 2500), min(a.pg_eval_every, 100), min(a.target_return, 100.0)
-  return a
+MODEL = "cartpole-agents"
 
 
-def agents_of(a) -> list[str]: return ["dqn", "reinforce"] if a.agent == "both" else [a.agent]
+def save_agents(agents: dict, dest: str) -> None:
+  meta: dict = {"agents": list(agents)}
+  for name, agent in agents.items():
+    meta[f"{name}_hidden"] = agent.cfg.hidden
+    if name == "reinforce": meta["reinforce_baseline"] = agent.cfg.baseline
+  save_checkpoint({f"{n}.{k}": v for n, ag in agents.items() for k, v in ag.state_dict().items()}, dest, meta, script=SCRIPT, model=MODEL)
+  print(f"saved {', '.join(agents)} to {dest}")
 
 
-def build(name: str, a): return DQN(a) if name == "dqn" else Reinforce(a)
+def saved_config(path: str, meta: dict, name: str, cfg, given: set[str]):
+  """The config with the checkpoint's architecture; a typed flag that contradicts the file is refused."""
+  hidden = meta.get(f"{name}_hidden")
+  if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden <= 0:
+    raise UserError(f"checkpoint {path}: {name}_hidden is not a positive integer")
+  if "hidden" in given and hidden != cfg.hidden: raise UserError(f"--hidden {cfg.hidden}: checkpoint {path} holds a {name} agent of width {hidden}")
+  cfg = dataclasses.replace(cfg, hidden=hidden)
+  if name == "reinforce":
+    baseline = meta.get("reinforce_baseline")
+    if not isinstance(baseline, bool): raise UserError(f"checkpoint {path}: metadata lacks 'reinforce_baseline'")
+    if "baseline" in given and baseline != cfg.baseline:
+      raise UserError(f"--{'' if cfg.baseline else 'no-'}baseline: checkpoint {path} holds an agent with baseline={baseline}")
+    cfg = dataclasses.replace(cfg, baseline=baseline)
+  return cfg
 
 
-def load_agents(a) -> dict:
-  tensors, meta = load_checkpoint(a.load)
-  if "hidden" in meta: a.hidden = int(meta["hidden"])
-  if "baseline" in meta: a.baseline = bool(meta["baseline"])
+def load_agents(path: str, cfgs: dict, given: set[str]) -> dict:
+  tensors, meta = load_checkpoint(path, script=SCRIPT, model=MODEL, required_meta=("agents",))
+  saved = meta["agents"] if isinstance(meta["agents"], list) else []
   agents = {}
-  for name in agents_of(a):
+  for name, cfg in cfgs.items():
+    if name not in saved: raise UserError(f"checkpoint {path} holds no {name} agent (it has: {', '.join(map(str, saved)) or 'none'})")
+    cfg = saved_config(path, meta, name, cfg, given)
+    check_memory({name: cfg})
+    agent = build_agent(name, cfg)
     part = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
-    if not part: raise UserError(f"checkpoint {a.load} holds no {name} agent (it has: {', '.join(sorted({k.split('.')[0] for k in tensors}))})")
-    agent = build(name, a)
-    check_state_matches(agent.state_dict(), part, f"checkpoint {a.load} ({name})")
+    check_state_matches(agent.state_dict(), part, f"checkpoint {path} ({name})")
     agent.load(part)
     agents[name] = agent
   return agents
 
 
-def main(a) -> int:
-  rng = common.seed_all(a.seed)
-  common.device.open_device()
-  if a.bench: return run_bench(a)
-  summary, ok = {"seed": a.seed, "quick": a.quick, "agents": {}}, True
-  agents = load_agents(a) if a.load else {}
-  out = out_dir(a.out)
-  for name in agents_of(a):
-    print(f"\n== {name.upper()} ==")
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    agent = agents.get(name) or build(name, a)
-    evaluate = GreedyEvaluator(agent.q_values, a.eval_episodes)
-    hist = None
-    if not a.load:
-      hist = (agent.train(evaluate, a.dqn_steps, a.eval_every) if name == "dqn" else
-              agent.train(evaluate, a.pg_episodes, a.pg_eval_every))
-      plot_history(hist, name.upper(), "gradient step" if name == "dqn" else "update", out / f"{name}_curve.png")
-    # wall time, and this process's CPU time: on a shared machine the second is what an idle one would take
-    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
-    final = evaluate()                                   # fresh episodes, not the ones that stopped training
-    played, act_ms = play_numpy_episode(agent.q_values, rng)
-    rec = {"train_wall_s": train_s, "train_cpu_s": train_cpu_s, "eval_mean": float(final.mean()), "eval_std": float(final.std()), "eval_min": float(final.min()),
-           "numpy_env_return": played, "numpy_env_ms_per_action": act_ms}
-    if hist:
-      rec.update(env_steps=hist["env_steps"], episodes=len(hist["returns"]), solved_at=hist["solved_at"],
-                 evals=hist["evals"], grad_steps=hist.get("grad_steps", len(hist["losses"])))
-      unit = "env steps" if name == "dqn" else "episodes"
-      print(f"{name}: {'stopped' if hist['solved_at'] else 'budget spent'} after {hist['env_steps']} env steps, "
-            f"{len(hist['returns'])} episodes, {train_s:.1f} s wall ({train_cpu_s:.1f} s CPU)" + (f" (solved at {hist['solved_at']} {unit})" if hist["solved_at"] else ""))
-    print(f"{name}: greedy return over {a.eval_episodes} fresh episodes {final.mean():.1f} ± {final.std():.1f} (min {final.min():.0f}); "
-          f"one numpy-env episode: {played} ({act_ms:.2f} ms per action)")
-    ok &= common.check(f"{name} mean greedy return", float(final.mean()), a.target_return)
-    summary["agents"][name] = rec
-    agents[name] = agent
-  if a.save:
-    state = {f"{n}.{k}": v for n, ag in agents.items() for k, v in ag.state_dict().items()}
-    save_checkpoint(state, a.save, {"hidden": a.hidden, "baseline": a.baseline, "agents": list(agents), "seed": a.seed})
-    print(f"saved {', '.join(agents)} to {a.save}")
-  save_json(summary, out / "summary.json")
-  print(f"wrote {out}/summary.json" + ("" if a.load else " and the learning curves"))
-  return 0 if ok else 1
+# ---- sizes that cannot fit are refused before any work ---------------------------------------------
+
+def bytes_needed(name: str, cfg) -> tuple[int, str]:
+  """A lower bound on the float32 memory one agent holds at once -> (bytes, its largest part)."""
+  h = cfg.hidden
+  if name == "dqn":
+    params = OBS_DIM * h + h + h * h + h + h * N_ACTIONS + N_ACTIONS
+    parts = {f"a 4-{h}-{h}-2 Q network with target net, gradients and Adam moments": 6 * params,
+             f"a replay ring of {cfg.buffer} transitions": 11 * cfg.buffer,
+             "activations": 4 * h * (cfg.batch + cfg.envs + cfg.eval_episodes)}
+  else:
+    params = OBS_DIM * h + h + h * N_ACTIONS + N_ACTIONS + h + 1
+    parts = {f"a 4-{h}-2 policy with gradients and Adam moments": 5 * params,
+             f"the hidden activations of {cfg.batch} episodes of {MAX_STEPS} steps": 3 * MAX_STEPS * cfg.batch * h + MAX_STEPS * MAX_STEPS,
+             "evaluation activations": 2 * h * cfg.eval_episodes}
+  return 4 * sum(parts.values()), max(parts, key=parts.get)
 
 
-# ---- --bench -----------------------------------------------------------------------------------
+def check_memory(cfgs: dict) -> None:
+  try: available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError): return
+  needs = {name: bytes_needed(name, cfg) for name, cfg in cfgs.items()}
+  total = sum(b for b, _ in needs.values())
+  if total > available:
+    name, (_, largest) = max(needs.items(), key=lambda kv: kv[1][0])
+    raise UserError(f"these sizes need at least {total / 1e9:.1f} GB ({name}: mostly {largest}), more than this machine's {available / 1e9:.1f} GB")
 
-def run_bench(a) -> int:
-  from common.bench import Bench
-  bench, quick = Bench(PROJECT), a.quick
-  rng = np.random.default_rng(a.seed)
 
+# ---- --bench ----------------------------------------------------------------------------------------
+
+def bench_envs(bench: Bench, quick: bool, rng: np.random.Generator) -> None:
   env, steps = CartPole(rng), 200 if quick else 2000
   env.reset()
   def python_env():
@@ -617,7 +651,6 @@ def run_bench(a) -> int:
       _, _, term, trunc = env.step(int(rng.integers(2)))
       if term or trunc: env.reset()
   bench.run("python env step (numpy, 1 env)", python_env, rate=(steps, "env-steps/s"), warmup=1, iters=5 if quick else 20)
-
   for n in ([1, 64] if quick else [1, 64, 1024, 8192]):
     benv = BatchedCartPole(n)
     def batched_step(benv=benv):
@@ -625,24 +658,20 @@ def run_bench(a) -> int:
       Tensor.realize(benv.state, benv.steps)
     bench.run(f"batched env step N={n}", TinyJit(batched_step), rate=(n, "env-steps/s"), iters=20 if quick else 200)
 
-  dqn = DQN(a)
+
+def bench_dqn_steps(bench: Bench, cfg: DQNConfig, quick: bool, rng: np.random.Generator) -> None:
+  dqn = DQN(cfg)
   act = TinyJit(lambda obs: dqn.q_values(obs).argmax(-1).realize())
-  obs = env.reset()
+  obs = CartPole(rng).reset()
   bench.run("action selection (host obs -> action)", lambda: int(act(Tensor(obs[None])).item()), iters=50 if quick else 1000)
-
   # a replay ring full of real transitions, then the gradient step alone at several batch sizes
-  sched = Tensor([1.0, float(a.buffer)]).realize()
-  for i in range(0, min(a.buffer, 4000), a.dqn_envs):
-    dqn.collect_jit(sched, dqn.memory.ptr_var.bind(i), dqn.slot_var.bind(0))
-  default_batch = a.batch
+  sched = Tensor([1.0, float(cfg.buffer)]).realize()
+  for i in range(0, min(cfg.buffer, 4000), cfg.envs): dqn.collect_jit(sched, dqn.memory.ptr_var.bind(i), dqn.slot_var.bind(0))
   for b in ([32, 128] if quick else [32, 128, 512]):
-    a.batch = b          # read when the step is traced, so each size gets its own JIT
-    step = TinyJit(dqn.train_step)
-    bench.run(f"dqn train step B={b} (sample, TD target, Huber, Adam)", lambda: step(sched), iters=20 if quick else 200)
-  a.batch = default_batch
-  bench.run(f"dqn iteration N={a.dqn_envs} B={a.batch} (act+step+store+{a.grad_steps} train steps)",
+    step = TinyJit(functools.partial(dqn.update, batch=b))       # one JIT per batch size
+    bench.run(f"dqn train step B={b} (sample, TD target, Huber, Adam)", lambda: step(sched[1:2]), iters=20 if quick else 200)
+  bench.run(f"dqn iteration N={cfg.envs} B={cfg.batch} (act+step+store+{cfg.grad_steps} train steps)",
             lambda: dqn.iterate_jit(sched, dqn.memory.ptr_var.bind(0), dqn.slot_var.bind(0)), iters=20 if quick else 200)
-
   # the anchor workload: a 4-128-128-2 MLP, Adam, batch 128 (compare with torch_reference.py)
   net = mlp([OBS_DIM, 128, 128, N_ACTIONS])
   params = get_parameters(net)
@@ -655,25 +684,179 @@ def run_bench(a) -> int:
     return loss.realize()
   bench.run("mlp 4-128-128-2 Adam step B=128", mlp_step, iters=20 if quick else 200)
 
-  # end to end: time to solve (quick: the --quick budget, which does not solve)
-  for name in agents_of(a):
-    agent = build(name, a)
-    evaluate = GreedyEvaluator(agent.q_values, a.eval_episodes)
-    holder = {}
-    def solve(agent=agent, evaluate=evaluate, name=name):
-      holder["hist"] = (agent.train(evaluate, a.dqn_steps, a.eval_every) if name == "dqn" else
-                        agent.train(evaluate, a.pg_episodes, a.pg_eval_every))
-    timing = common.bench.time_fn(solve, warmup=0, iters=1)
-    h = holder["hist"]
-    bench.add(f"{name} train to solve{' (quick budget)' if quick else ''}", timing, env_steps=h["env_steps"],
-              episodes=len(h["returns"]), solved_at=h["solved_at"], last_eval=h["evals"][-1][2] if h["evals"] else None)
+
+def run_bench(args: argparse.Namespace, cfgs: dict) -> int:
+  bench, rng = Bench(PROJECT), common.seed_all(args.seed)
+  bench_envs(bench, args.quick, rng)
+  bench_dqn_steps(bench, cfgs.get("dqn", dqn_config(args)), args.quick, rng)
+  for name, cfg in cfgs.items():        # end to end: time to solve (quick: the --quick budget, which need not solve)
+    agent = build_agent(name, cfg)
+    evaluate = GreedyEvaluator(agent.q_values, cfg.eval_episodes)
+    hists: list[History] = []
+    timing = common.bench.time_fn(lambda agent=agent, evaluate=evaluate: hists.append(agent.train(evaluate)), warmup=0, iters=1)
+    add_training_record(bench, name, timing, hists[0], args.quick)
   bench.print(f"{PROJECT} --bench")
   for r in bench.records:
-    if "env_steps" in r: print(f"{r['case']}: {r['median_ms'] / 1e3:.1f} s, {r['env_steps']} env steps, {r['episodes']} episodes, solved at {r['solved_at']}")
-  bench.write_json(a.json)
+    if "env_steps" in r: print(f"{r['case']}: {r['median_ms'] / 1e3:.1f} s, {r['env_steps']} env steps, {r['episodes']} episodes ({r['stopped']})")
+  bench.write_json(args.json)
   return 0
 
 
-if __name__ == "__main__":
+def add_training_record(bench: Bench, name: str, timing: Timing, hist: History, quick: bool) -> None:
+  bench.add(f"{name} train to solve{' (quick budget)' if quick else ''}", timing, env_steps=hist.env_steps, episodes=len(hist.returns),
+            solved_at=hist.solved_at, stopped=hist.stopped, last_eval=hist.evals[-1][2] if hist.evals else None)
+
+
+# ---- the command line ---------------------------------------------------------------------------------
+
+MAX_GRAD_STEPS = 64      # the gradient steps of one iteration are unrolled into one JIT'd graph
+# (flag, config field, type, help); the defaults come from the dataclasses. bool: --x / --no-x
+SHARED_FLAGS = [
+  ("--hidden", "hidden", cli.positive_int, "hidden width (DQN: 4-H-H-2, policy: 4-H-2)"),
+  ("--gamma", "gamma", cli.probability, "discount γ"),
+  ("--episodes", "episodes", cli.positive_int, "training budget in episodes, for each agent (DQN also stops at --dqn-steps; REINFORCE "
+   "rounds up to whole --pg-batch batches)"),
+  ("--eval-episodes", "eval_episodes", cli.positive_int, "greedy episodes per evaluation"),
+  ("--target-return", "target_return", cli.float_range(1, MAX_STEPS), "mean greedy return that counts as solved")]
+DQN_FLAGS = [
+  ("--dqn-steps", "steps", cli.positive_int, "budget of environment steps (the learning rate decays over it)"),
+  ("--dqn-envs", "envs", cli.positive_int, "environments stepped once per iteration (replay ratio = grad-steps / dqn-envs)"),
+  ("--batch", "batch", cli.positive_int, "minibatch size B"),
+  ("--grad-steps", "grad_steps", cli.positive_int, f"gradient steps per iteration, at most {MAX_GRAD_STEPS}"),
+  ("--lr", "lr", cli.positive_float, "Adam learning rate for Q at the start"),
+  ("--lr-end", "lr_end", cli.positive_float, "learning rate reached (linearly) at --dqn-steps"),
+  ("--buffer", "buffer", cli.positive_int, "replay capacity (transitions), a multiple of --dqn-envs"),
+  ("--learning-starts", "learning_starts", cli.nonnegative_int, "env steps of pure collection before training"),
+  ("--eps-start", "eps_start", cli.probability, "initial ε"),
+  ("--eps-end", "eps_end", cli.probability, "final ε"),
+  ("--eps-steps", "eps_steps", cli.positive_int, "env steps over which ε decays linearly"),
+  ("--target-every", "target_every", cli.positive_int, "gradient steps between target updates"),
+  ("--tau", "tau", cli.float_range(1e-6, 1), "target update θ⁻ ← τθ + (1−τ)θ⁻ (1: hard copy)"),
+  ("--double", "double", bool, "double DQN: online net picks a', target net values it"),
+  ("--clip-grad", "clip_grad", cli.nonnegative_float, "clip gradients to this global norm (0: off)"),
+  ("--eval-every", "eval_every", cli.positive_int, "env steps between greedy evaluations")]
+PG_FLAGS = [
+  ("--pg-batch", "batch", cli.positive_int, "episodes per update (run in parallel)"),
+  ("--pg-lr", "lr", cli.positive_float, "Adam learning rate for the policy"),
+  ("--baseline", "baseline", bool, "learned value baseline b(s)"),
+  ("--entropy", "entropy", cli.nonnegative_float, "entropy bonus β"),
+  ("--pg-eval-every", "eval_every", cli.positive_int, "training episodes between greedy evaluations")]
+
+
+def dest(flag: str) -> str: return flag[2:].replace("-", "_")
+def flags_of(table) -> set[str]: return {dest(f) for f, *_ in table}
+TRAINING_ONLY = flags_of(DQN_FLAGS) | flags_of(PG_FLAGS) | {"gamma", "episodes"}
+
+
+def config_from(args, cls, table):
+  return cls(**{attr: getattr(args, dest(flag)) for flag, attr, *_ in SHARED_FLAGS + table})
+
+
+def dqn_config(args) -> DQNConfig: return config_from(args, DQNConfig, DQN_FLAGS)
+def reinforce_config(args) -> ReinforceConfig: return config_from(args, ReinforceConfig, PG_FLAGS)
+
+
+def add_flags(p: cli.ArgumentParser) -> None:
+  p.add_argument("--agent", choices=["dqn", "reinforce", "both"], default="both", help="which agent(s) to train")
+  for group, cfg, table in ((p, DQNConfig(), SHARED_FLAGS), (p.add_argument_group("DQN"), DQNConfig(), DQN_FLAGS),
+                            (p.add_argument_group("REINFORCE"), ReinforceConfig(), PG_FLAGS)):
+    for flag, attr, kind, help_text in table:
+      if kind is bool: group.add_argument(flag, action=argparse.BooleanOptionalAction, default=getattr(cfg, attr), help=help_text)
+      else: group.add_argument(flag, type=kind, default=getattr(cfg, attr), help=help_text)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = common.project_parser(PROJECT, __doc__, quick_help="10 000 DQN env steps, 300 episodes, 20 evaluation episodes, pass at a mean return of 100",
+                            save_help="the trained agents (.safetensors)", load_help="agents written by --save, evaluated instead of trained")
+  add_flags(p)
+  p.preset("quick", dqn_steps=10_000, episodes=300, eval_episodes=20, target_return=100.0)
+  args = p.parse_args(argv)
+  try: check_flags(args)
+  except UserError as e: p.error(str(e))
+  return args
+
+
+def check_flags(args: argparse.Namespace) -> None:
+  """Flag combinations that cannot mean what they say, refused before any work."""
+  def refuse(msg: str): raise UserError(msg)
+  flag = lambda dest: "--" + dest.replace("_", "-")  # noqa: E731
+  if args.bench and args.save: refuse("--save: --bench times fresh training runs and keeps no agent; run without --bench to train and save")
+  if args.bench and args.load: refuse("--load: --bench times fresh agents; run without --bench to evaluate a saved one")
+  if args.load and args.save: refuse("--save with --load would only copy the file: --load evaluates a saved agent without training")
+  if args.load and (typed := sorted(TRAINING_ONLY & args.given)): refuse(f"{flag(typed[0])} is a training setting: --load evaluates without training")
+  if args.agent == "reinforce" and not args.bench and (typed := sorted(flags_of(DQN_FLAGS) & args.given)):
+    refuse(f"{flag(typed[0])} is a DQN flag and this run trains only REINFORCE")
+  if args.agent == "dqn" and (typed := sorted(flags_of(PG_FLAGS) & args.given)):
+    refuse(f"{flag(typed[0])} is a REINFORCE flag and this run trains only DQN")
+  if args.eps_end > args.eps_start: refuse(f"--eps-end {args.eps_end} is above --eps-start {args.eps_start}")
+  if args.buffer % args.dqn_envs: refuse(f"--buffer {args.buffer} must be a multiple of --dqn-envs {args.dqn_envs} (the ring takes N rows at a time)")
+  if args.buffer < args.batch: refuse(f"--buffer {args.buffer} is smaller than --batch {args.batch}")
+  if args.learning_starts < args.batch: refuse(f"--learning-starts {args.learning_starts} must be at least --batch {args.batch}")
+  if args.grad_steps > MAX_GRAD_STEPS: refuse(f"--grad-steps {args.grad_steps}: at most {MAX_GRAD_STEPS} (they are unrolled into one compiled graph)")
+  if args.agent != "reinforce" and not args.load and args.learning_starts >= args.dqn_steps:
+    refuse(f"--learning-starts {args.learning_starts} leaves no training in the --dqn-steps {args.dqn_steps} budget")
+
+
+def agent_configs(args: argparse.Namespace) -> dict:
+  names = ["dqn", "reinforce"] if args.agent == "both" else [args.agent]
+  return {name: dqn_config(args) if name == "dqn" else reinforce_config(args) for name in names}
+
+
+def build_agent(name: str, cfg): return DQN(cfg) if name == "dqn" else Reinforce(cfg)
+
+
+# ---- the run: one function per stage ------------------------------------------------------------------
+
+def run_agent(name: str, cfg, agent, args, rng: np.random.Generator, timings: Bench) -> tuple[object, dict]:
+  """Train (unless loaded), evaluate on fresh episodes, replay one numpy episode, check. -> (agent, record)"""
+  print(f"\n== {name.upper()} ==")
+  t0, cpu0 = time.perf_counter(), time.process_time()
+  agent = agent if agent is not None else build_agent(name, cfg)
+  evaluate = GreedyEvaluator(agent.q_values, cfg.eval_episodes)
+  hist = None if args.load else agent.train(evaluate)
+  if hist is not None: plot_history(hist, name.upper(), "gradient step" if name == "dqn" else "update", Path(args.out) / f"{name}_curve.png")
+  # wall time, and this process's CPU time: on a shared machine the second is what an idle one would take
+  train_s, train_cpu_s, t1 = time.perf_counter() - t0, time.process_time() - cpu0, time.perf_counter()
+  final = evaluate()                                   # fresh episodes, not the ones that stopped training
+  eval_s = time.perf_counter() - t1
+  played, act_ms = play_numpy_episode(agent.q_values, rng)
+  rec = {"train_wall_s": train_s, "train_cpu_s": train_cpu_s, "eval_mean": float(final.mean()), "eval_std": float(final.std()),
+         "eval_min": float(final.min()), "numpy_env_return": played, "numpy_env_ms_per_action": act_ms}
+  timings.add(f"{name} greedy evaluation ({cfg.eval_episodes} episodes)", Timing([], [eval_s]), rate=(cfg.eval_episodes, "episodes/s"))
+  if hist is not None:
+    add_training_record(timings, name, Timing([], [train_s]), hist, args.quick)
+    rec.update(env_steps=hist.env_steps, episodes=len(hist.returns), grad_steps=hist.grad_steps or len(hist.losses), solved_at=hist.solved_at,
+               stopped=hist.stopped, evals=hist.evals)
+    print(f"{name}: stopped ({hist.stopped}) after {hist.env_steps} env steps, {len(hist.returns)} episodes, "
+          f"{train_s:.1f} s wall ({train_cpu_s:.1f} s CPU)")
+    if name == "dqn" and hist.grad_steps == 0: print("warning: the budget ended before --learning-starts: DQN took no gradient step", file=sys.stderr)
+  print(f"{name}: greedy return over {cfg.eval_episodes} fresh episodes {final.mean():.1f} ± {final.std():.1f} (min {final.min():.0f}); "
+        f"one numpy-env episode: {played} ({act_ms:.2f} ms per action)")
+  rec["passed"] = success_check(name, final, cfg.target_return)
+  return agent, rec
+
+
+def write_outputs(args, agents: dict, records: dict, timings: Bench) -> None:
+  if args.save: save_agents(agents, args.save)
+  out = Path(args.out)
+  save_json({"seed": args.seed, "quick": args.quick, "loaded": args.load, "agents": records}, out / "summary.json")
+  print(f"wrote {out / 'summary.json'}" + ("" if args.load else " and the learning curves"))
+  timings.write_json(args.json)
+
+
+def main() -> int:
   args = parse_args()
-  sys.exit(common.run_main(lambda: main(args)))
+  cfgs = agent_configs(args)
+  if args.bench: return run_bench(args, cfgs)
+  cli.check_out_dir(args)
+  if not args.load: check_memory(cfgs)
+  rng = common.seed_all(args.seed)
+  agents = load_agents(args.load, cfgs, args.given) if args.load else {}
+  timings, records = Bench(PROJECT), {}
+  for name, cfg in cfgs.items(): agents[name], records[name] = run_agent(name, cfg, agents.get(name), args, rng, timings)
+  write_outputs(args, agents, records, timings)
+  return 0 if all(r["passed"] for r in records.values()) else 1
+
+
+if __name__ == "__main__":
+  sys.exit(common.run_main(main))
