@@ -1,0 +1,33 @@
+"""common.profile on the CPU: every kernel of a JIT'd training step is timed and accounted for."""
+import common  # noqa: F401
+from tinygrad import Tensor, TinyJit, nn
+from tinygrad.helpers import Context
+from tinygrad.nn.state import get_parameters
+from common.bench import jit_kernel_count
+from common.profile import profile_step, profile_table
+
+
+def test_profile_accounts_for_every_kernel_of_a_conv_step():
+  conv = nn.Conv2d(4, 8, 3, padding=1)
+  opt = nn.optim.Adam(get_parameters(conv))
+  Tensor.realize(*get_parameters(conv), *get_parameters(opt))
+  x = Tensor.randn(2, 4, 8, 8).realize()
+
+  def step(x):
+    with Context(TRAINING=1):
+      opt.zero_grad()
+      loss = conv(x).relu().mean()
+      loss.backward()
+      opt.step()
+      return loss.realize()
+  rows, wall = profile_step(step, x)
+  reference = TinyJit(step)
+  with Context(JIT=2):
+    for _ in range(2): reference(x)
+  assert sum(k.calls for k in rows) == jit_kernel_count(reference)          # every launch of the step is in the profile
+  assert all(k.seconds > 0 for k in rows) and sum(k.seconds for k in rows) <= wall
+  assert [k.seconds for k in rows] == sorted((k.seconds for k in rows), reverse=True)
+  conv_kernels = [k for k in rows if k.ops > 0]
+  assert conv_kernels and all(k.gflops > 0 for k in conv_kernels)
+  table = profile_table(rows, wall, top=3)
+  assert table.count("\n| r_") + table.count("\n| E_") <= 3 + 1 and "more" in table and "%" in table
