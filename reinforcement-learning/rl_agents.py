@@ -42,39 +42,30 @@ shapes (T, N)). Returns are normalized over the batch, Ĝ = (G − mean)/std, an
 where b = V is an optional learned baseline (a value head on the shared hidden layer, --baseline) and
 β = --entropy. ∇θ L is the policy-gradient estimate (the baseline lowers its variance, not its mean).
 
-BUDGETS. --episodes N is the training budget of each agent in episodes: REINFORCE trains on N episodes
-(rounded up to whole batches of --pg-batch); DQN stops at the iteration in which its N-th training
-episode ends (up to --dqn-envs − 1 more may end in that same step), or after --dqn-steps env steps,
-whichever comes first. Evaluation episodes are not counted.
-
-EVALUATION. Every --eval-every env steps (DQN) or --pg-eval-every episodes (REINFORCE), --eval-episodes
-episodes run in parallel with greedy actions (argmax). Training stops when their mean return reaches
---target-return; then a fresh greedy evaluation decides PASS/FAIL, and one episode is replayed on the
-numpy env.
+BUDGETS. --episodes N bounds each agent's training: REINFORCE trains on N episodes (rounded up to whole
+--pg-batch batches); DQN stops in the iteration in which its N-th episode ends, or at --dqn-steps env
+steps if that comes first. Every --eval-every env steps (DQN) or --pg-eval-every episodes (REINFORCE),
+--eval-episodes greedy episodes (argmax) run in parallel; training stops when their mean reaches
+--target-return. Then fresh greedy episodes decide PASS/FAIL, and one episode is replayed on the numpy env.
 
 RUN IT.
     NV=1 python3 reinforcement-learning/rl_agents.py --agent dqn --episodes 500    # Jetson Orin (NV backend)
     NV=1 python3 reinforcement-learning/rl_agents.py --agent reinforce --episodes 500
-    python3 reinforcement-learning/rl_agents.py                 # both agents, laptop / CPU (DEV=CPU)
-    python3 reinforcement-learning/rl_agents.py --agent dqn --no-double --seed 1      # vanilla DQN
-    python3 reinforcement-learning/rl_agents.py --save out/agents.safetensors   # then --load it to evaluate
-    NV=1 python3 reinforcement-learning/rl_agents.py --bench    # JITBEAM=2 ... --bench --json out/rl_bench.json
-Outputs under --out (default out/reinforcement-learning/): <agent>_curve.png (return per episode with a
-moving average, evaluations, and the loss) and summary.json; with --load, summary.json only. --save
-writes the trained agents (safetensors); --json writes the timing records (common.bench schema) of the
-training and evaluation that ran, or of the benchmark with --bench.
+    NV=1 python3 reinforcement-learning/rl_agents.py --bench            # add --json PATH for the records
+    python3 reinforcement-learning/rl_agents.py --save out/agents.safetensors   # both agents, CPU; --load evaluates
+Outputs under --out (default out/reinforcement-learning/): <agent>_curve.png (return per episode, its
+moving average, the evaluations, the loss) and summary.json. --json PATH writes the timing records
+(common.bench schema) of what ran: the benchmark, or the training and evaluation of each agent.
 --quick: 10 000 DQN env steps, 300 episodes, 20 evaluation episodes, and the bar "learns measurably":
-greedy mean return ≥ 100 for each agent (an untrained greedy policy scores ≈ 10, a random one ≈ 22).
-Flags you type win over --quick's values.
+greedy mean return ≥ 100 for each agent (untrained greedy ≈ 10, random ≈ 22). Typed flags win over it.
 
-EXPECTED RESULTS. With default settings (`--agent dqn|reinforce --seed S`), DEV=CPU, tinygrad 0.14.0, a
-shared 2-core x86 CPU (details and times in README.md): DQN solved seeds 0–4 at 57 500, 55 000, 70 000,
-65 000 and 62 500 env steps (579, 506, 626, 561, 619 episodes; 141–179 s of CPU time each), each with a
-fresh greedy mean of 500.0; REINFORCE solved seeds 0, 1, 2 after 200, 200, 300 episodes (~10 s of CPU
-time each). The DQN defaults were chosen on seeds 0–2; seeds 3 and 4 are the held-out check. DQN on
-CartPole oscillates: its evaluations rise and fall by hundreds between checks, which is why training
-stops at the first passing evaluation and a fresh one decides PASS/FAIL. On a Jetson Orin the runs are
-expected to be bound by kernel-launch latency (tiny networks), not FLOPs: expected, not measured.
+EXPECTED RESULTS (default settings, `--agent dqn|reinforce --seed S`, DEV=CPU, a shared 2-core x86 CPU;
+README.md has the times). DQN solved seeds 0–4 at 57 500, 55 000, 70 000, 65 000 and 62 500 env steps
+(579, 506, 626, 561, 619 episodes), each with a fresh greedy mean of 500.0; its defaults were chosen on
+seeds 0–2, so 3 and 4 are the held-out check. REINFORCE solved seeds 0, 1, 2 after 200, 200, 300
+episodes. DQN's evaluations rise and fall by hundreds between checks on CartPole, which is why
+training stops at the first passing one and a fresh one decides PASS/FAIL. On a Jetson Orin the runs
+are expected to be bound by kernel-launch latency (tiny networks), not FLOPs: expected, not measured.
 """
 import common   # first: turns NV=1 / CUDA=1 / CPU=1 into DEV=... before tinygrad reads it
 import argparse, dataclasses, functools, math, os, sys, time
@@ -99,47 +90,49 @@ THETA_LIMIT, X_LIMIT = 12 * 2 * math.pi / 360, 2.4     # 0.2095 rad, 2.4 m
 RESET_BOUND, MAX_STEPS, SOLVED_RETURN = 0.05, 500, 475.0
 OBS_DIM, N_ACTIONS = 4, 2
 
+MAX_GRAD_STEPS = 64      # the gradient steps of one iteration are unrolled into one JIT'd graph
 
-# ---- hyperparameters: one dataclass per agent (the flags of the same names fill them) ------------
+# ---- hyperparameters: one dataclass per agent; each field is also a flag (--name, or the one given) ----
 
-@dataclass(frozen=True)
-class DQNConfig:
-  hidden: int = 128              # Q_θ is 4-H-H-2
-  gamma: float = 0.99            # discount γ
-  envs: int = 4                  # environments stepped per iteration (--dqn-envs)
-  grad_steps: int = 2            # gradient steps per iteration: replay ratio = grad_steps / envs
-  batch: int = 128               # minibatch rows B
-  lr: float = 1e-3               # Adam's learning rate at the start ...
-  lr_end: float = 1e-4           # ... decaying linearly to this over `steps`
-  buffer: int = 50_000           # replay capacity (transitions), a multiple of envs
-  learning_starts: int = 1000    # env steps of pure collection before the first gradient step
-  eps_start: float = 1.0         # ε-greedy: ε decays linearly from eps_start ...
-  eps_end: float = 0.05          # ... to eps_end ...
-  eps_steps: int = 10_000        # ... over this many env steps
-  target_every: int = 250        # gradient steps between target updates
-  tau: float = 1.0               # θ⁻ ← τθ + (1 − τ)θ⁻ (1: hard copy)
-  double: bool = True            # double DQN
-  clip_grad: float = 10.0        # global gradient norm bound (0: off)
-  steps: int = 100_000           # budget in env steps (--dqn-steps)
-  episodes: int = 2000           # budget in training episodes
-  eval_every: int = 2500         # env steps between greedy evaluations
-  eval_episodes: int = 100
-  target_return: float = SOLVED_RETURN
-
+def option(default, kind, help_text: str, flag: str | None = None):
+  return field(default=default, metadata={"type": kind, "help": help_text, "flag": flag})
 
 @dataclass(frozen=True)
-class ReinforceConfig:
-  hidden: int = 128              # policy 4-H-2 (+ a value head H-1 with the baseline)
-  gamma: float = 0.99
-  batch: int = 4                 # episodes per update, run in parallel (--pg-batch)
-  lr: float = 1e-2               # Adam (--pg-lr)
-  baseline: bool = True          # learned value baseline b(s) = V(s)
-  entropy: float = 0.0           # entropy bonus β
-  episodes: int = 2000           # budget in training episodes
-  eval_every: int = 100          # training episodes between greedy evaluations (--pg-eval-every)
-  eval_episodes: int = 100
-  target_return: float = SOLVED_RETURN
+class AgentConfig:
+  """What both agents have (one flag each)."""
+  hidden: int = option(128, cli.positive_int, "hidden width (DQN: 4-H-H-2, policy: 4-H-2)")
+  gamma: float = option(0.99, cli.probability, "discount γ")
+  episodes: int = option(2000, cli.positive_int, "training budget in episodes, for each agent (DQN also stops at --dqn-steps, REINFORCE "
+                         "rounds up to whole --pg-batch batches)")
+  eval_episodes: int = option(100, cli.positive_int, "greedy episodes per evaluation")
+  target_return: float = option(SOLVED_RETURN, cli.float_range(1, MAX_STEPS), "mean greedy return that counts as solved")
 
+@dataclass(frozen=True)
+class DQNConfig(AgentConfig):
+  steps: int = option(100_000, cli.positive_int, "budget of environment steps (the learning rate decays over it)", "--dqn-steps")
+  envs: int = option(4, cli.positive_int, "environments stepped once per iteration (replay ratio = grad-steps / dqn-envs)", "--dqn-envs")
+  grad_steps: int = option(2, cli.positive_int, f"gradient steps per iteration, at most {MAX_GRAD_STEPS}")
+  batch: int = option(128, cli.positive_int, "minibatch size B")
+  lr: float = option(1e-3, cli.positive_float, "Adam learning rate for Q at the start")
+  lr_end: float = option(1e-4, cli.positive_float, "learning rate reached (linearly) at --dqn-steps")
+  buffer: int = option(50_000, cli.positive_int, "replay capacity (transitions), a multiple of --dqn-envs")
+  learning_starts: int = option(1000, cli.nonnegative_int, "env steps of pure collection before training")
+  eps_start: float = option(1.0, cli.probability, "initial ε")
+  eps_end: float = option(0.05, cli.probability, "final ε")
+  eps_steps: int = option(10_000, cli.positive_int, "env steps over which ε decays linearly")
+  target_every: int = option(250, cli.positive_int, "gradient steps between target updates")
+  tau: float = option(1.0, cli.float_range(1e-6, 1), "target update θ⁻ ← τθ + (1−τ)θ⁻ (1: hard copy)")
+  double: bool = option(True, bool, "double DQN: online net picks a', target net values it")
+  clip_grad: float = option(10.0, cli.nonnegative_float, "clip gradients to this global norm (0: off)")
+  eval_every: int = option(2500, cli.positive_int, "env steps between greedy evaluations")
+
+@dataclass(frozen=True)
+class ReinforceConfig(AgentConfig):
+  batch: int = option(4, cli.positive_int, "episodes per update (run in parallel)", "--pg-batch")
+  lr: float = option(1e-2, cli.positive_float, "Adam learning rate for the policy", "--pg-lr")
+  baseline: bool = option(True, bool, "learned value baseline b(s) = V(s)")
+  entropy: float = option(0.0, cli.nonnegative_float, "entropy bonus β")
+  eval_every: int = option(100, cli.positive_int, "training episodes between greedy evaluations", "--pg-eval-every")
 
 # ---- the environment: numpy (reference) and batched tensors (on the device) ----------------------
 
@@ -166,7 +159,6 @@ class CartPole:
     terminated = bool(abs(x) > X_LIMIT or abs(theta) > THETA_LIMIT)
     truncated = self.steps >= MAX_STEPS                         # a time limit, not a failure
     return self.state.astype(np.float32), 1.0, terminated, truncated
-
 
 class BatchedCartPole:
   """N CartPoles as one (N, 4) float32 tensor on the device. `step` advances all of them and resets
@@ -208,7 +200,6 @@ class BatchedCartPole:
     self.steps.assign(done.where(0, steps))
     return next_obs, Tensor.ones(self.n), terminated, truncated, steps
 
-
 # ---- the math shared by both agents ------------------------------------------------------------
 
 def mlp(sizes: list[int]) -> list:
@@ -218,11 +209,9 @@ def mlp(sizes: list[int]) -> list:
     layers += [nn.Linear(fan_in, fan_out)] + ([Tensor.relu] if i < len(sizes) - 2 else [])
   return layers
 
-
 def huber(d: Tensor) -> Tensor:
   """½d² for |d| < 1, |d| − ½ beyond: quadratic near the target, linear (bounded gradient) far away."""
   return (d.abs() < 1).where(0.5 * d * d, d.abs() - 0.5)
-
 
 def gradient_step(loss: Tensor, params: list[Tensor], opt: nn.optim.Optimizer, clip_norm: float) -> None:
   """∇θ L for exactly these parameters (not the replay ring or the target net), clipped to global
@@ -235,10 +224,8 @@ def gradient_step(loss: Tensor, params: list[Tensor], opt: nn.optim.Optimizer, c
   for p, g in zip(params, grads): p.grad = g
   with Context(TRAINING=1): opt.step()
 
-
 def linear_schedule(start: float, end: float, fraction: float) -> float:
   return start + min(fraction, 1.0) * (end - start)
-
 
 @dataclass
 class History:
@@ -251,7 +238,6 @@ class History:
   solved_at: int | None = None   # env steps (DQN) or episodes (REINFORCE) at the passing evaluation
   stopped: str = ""              # "solved", "env-step budget" or "episode budget"
 
-
 def evaluate_during_training(name: str, hist: History, evaluate, target: float, solved_at: int) -> None:
   """A greedy evaluation; it stops training when its mean reaches `target`."""
   mean_return = float(evaluate().mean())
@@ -261,11 +247,9 @@ def evaluate_during_training(name: str, hist: History, evaluate, target: float, 
              f"training return (last 20) {recent:6.1f} | greedy eval {mean_return:6.1f}")
   if mean_return >= target: hist.solved_at, hist.stopped = solved_at, "solved"
 
-
 def check_finite(name: str, losses: list[float], hist: History, lr_flag: str) -> None:
   bad = [v for v in losses if not math.isfinite(v)]
   if bad: raise UserError(f"{name} diverged: the loss became {bad[0]} after {hist.env_steps} env steps; try a smaller {lr_flag}")
-
 
 # ---- DQN -----------------------------------------------------------------------------------------
 
@@ -297,7 +281,6 @@ class ReplayMemory:
   def unpack(cls, rows: Tensor):
     """(B, 11) -> s (B, 4), a (B,) int, r (B,), terminated (B,) as 0/1, s' (B, 4)"""
     return rows[:, cls.S], rows[:, cls.A].cast(dtypes.int32), rows[:, cls.R], rows[:, cls.TERM], rows[:, cls.S2]
-
 
 class DQN:
   LOG = 250     # iterations between reads of the on-device logs (one host sync per read)
@@ -416,7 +399,6 @@ class DQN:
     load_state_dict(self.q_net, state, verbose=False)
     self.update_target(tau=1.0)
 
-
 # ---- REINFORCE -----------------------------------------------------------------------------------
 
 class Reinforce:
@@ -506,7 +488,6 @@ class Reinforce:
   def state_dict(self) -> dict: return get_state_dict(self.modules())
   def load(self, state: dict) -> None: load_state_dict(self.modules(), state, verbose=False)
 
-
 # ---- evaluation: greedy episodes in parallel, one episode on the numpy env, the success check ------
 
 class GreedyEvaluator:
@@ -531,7 +512,6 @@ class GreedyEvaluator:
       if t % 50 == 49 and self.alive.sum().item() == 0: break
     return self.returns.numpy()
 
-
 def play_numpy_episode(scores, rng: np.random.Generator) -> tuple[int, float]:
   """One greedy episode on the float64 numpy env, the network queried per step. -> (return, ms per action)."""
   act = TinyJit(lambda obs: scores(obs).argmax(-1).realize())
@@ -541,7 +521,6 @@ def play_numpy_episode(scores, rng: np.random.Generator) -> tuple[int, float]:
     obs, reward, terminated, truncated = env.step(int(act(Tensor(obs[None])).item()))
     total, done = total + reward, terminated or truncated
   return int(total), (time.perf_counter() - t0) * 1e3 / max(total, 1)
-
 
 def success_check(name: str, returns: np.ndarray, target: float) -> bool:
   """PASS when the mean over fresh greedy episodes (not the evaluation that stopped training) reaches the target."""
@@ -566,80 +545,47 @@ def plot_history(hist: History, name: str, x_loss: str, dest: Path) -> None:
   ax_r.legend(fontsize=7)
   save_figure(fig, dest)
 
-
 # ---- checkpoints: both agents in one safetensors file, "<agent>.<key>", with their architecture ---
 
 MODEL = "cartpole-agents"
 
-
 def save_agents(agents: dict, dest: str) -> None:
-  meta: dict = {"agents": list(agents)}
-  for name, agent in agents.items():
-    meta[f"{name}_hidden"] = agent.cfg.hidden
-    if name == "reinforce": meta["reinforce_baseline"] = agent.cfg.baseline
+  meta = {"agents": list(agents), **{f"{n}_hidden": ag.cfg.hidden for n, ag in agents.items()}}
+  if "reinforce" in agents: meta["reinforce_baseline"] = agents["reinforce"].cfg.baseline
   save_checkpoint({f"{n}.{k}": v for n, ag in agents.items() for k, v in ag.state_dict().items()}, dest, meta, script=SCRIPT, model=MODEL)
   print(f"saved {', '.join(agents)} to {dest}")
 
-
-def saved_config(path: str, meta: dict, name: str, cfg, given: set[str]):
-  """The config with the checkpoint's architecture; a typed flag that contradicts the file is refused."""
-  hidden = meta.get(f"{name}_hidden")
-  if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden <= 0:
-    raise UserError(f"checkpoint {path}: {name}_hidden is not a positive integer")
-  if "hidden" in given and hidden != cfg.hidden: raise UserError(f"--hidden {cfg.hidden}: checkpoint {path} holds a {name} agent of width {hidden}")
-  cfg = dataclasses.replace(cfg, hidden=hidden)
-  if name == "reinforce":
-    baseline = meta.get("reinforce_baseline")
-    if not isinstance(baseline, bool): raise UserError(f"checkpoint {path}: metadata lacks 'reinforce_baseline'")
-    if "baseline" in given and baseline != cfg.baseline:
-      raise UserError(f"--{'' if cfg.baseline else 'no-'}baseline: checkpoint {path} holds an agent with baseline={baseline}")
-    cfg = dataclasses.replace(cfg, baseline=baseline)
-  return cfg
-
-
-def load_agents(path: str, cfgs: dict, given: set[str]) -> dict:
+def load_agents(path: str, cfgs: dict) -> dict:
+  """The agents `cfgs` names, with the width (and baseline) the checkpoint says; the first mismatch is one line."""
   tensors, meta = load_checkpoint(path, script=SCRIPT, model=MODEL, required_meta=("agents",))
-  saved = meta["agents"] if isinstance(meta["agents"], list) else []
   agents = {}
   for name, cfg in cfgs.items():
-    if name not in saved: raise UserError(f"checkpoint {path} holds no {name} agent (it has: {', '.join(map(str, saved)) or 'none'})")
-    cfg = saved_config(path, meta, name, cfg, given)
+    if name not in meta["agents"]: raise UserError(f"checkpoint {path} holds no {name} agent (it has: {', '.join(map(str, meta['agents']))})")
+    hidden, baseline = meta.get(f"{name}_hidden"), meta.get("reinforce_baseline", True)
+    if not isinstance(hidden, int) or hidden <= 0 or not isinstance(baseline, bool): raise UserError(f"checkpoint {path}: bad {name} metadata")
+    cfg = dataclasses.replace(cfg, hidden=hidden, **({"baseline": baseline} if name == "reinforce" else {}))
     check_memory({name: cfg})
-    agent = build_agent(name, cfg)
+    agents[name] = build_agent(name, cfg)
     part = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
-    check_state_matches(agent.state_dict(), part, f"checkpoint {path} ({name})")
-    agent.load(part)
-    agents[name] = agent
+    check_state_matches(agents[name].state_dict(), part, f"checkpoint {path} ({name})")
+    agents[name].load(part)
   return agents
-
 
 # ---- sizes that cannot fit are refused before any work ---------------------------------------------
 
-def bytes_needed(name: str, cfg) -> tuple[int, str]:
-  """A lower bound on the float32 memory one agent holds at once -> (bytes, its largest part)."""
+def floats_needed(name: str, cfg) -> int:
+  """A lower bound on the float32 values one agent holds at once: weights (with target net, gradients,
+  Adam's moments), the replay ring, the (T, N, H) rollout activations, evaluation activations."""
   h = cfg.hidden
-  if name == "dqn":
-    params = OBS_DIM * h + h + h * h + h + h * N_ACTIONS + N_ACTIONS
-    parts = {f"a 4-{h}-{h}-2 Q network with target net, gradients and Adam moments": 6 * params,
-             f"a replay ring of {cfg.buffer} transitions": 11 * cfg.buffer,
-             "activations": 4 * h * (cfg.batch + cfg.envs + cfg.eval_episodes)}
-  else:
-    params = OBS_DIM * h + h + h * N_ACTIONS + N_ACTIONS + h + 1
-    parts = {f"a 4-{h}-2 policy with gradients and Adam moments": 5 * params,
-             f"the hidden activations of {cfg.batch} episodes of {MAX_STEPS} steps": 3 * MAX_STEPS * cfg.batch * h + MAX_STEPS * MAX_STEPS,
-             "evaluation activations": 2 * h * cfg.eval_episodes}
-  return 4 * sum(parts.values()), max(parts, key=parts.get)
-
+  if name == "dqn": return 6 * (h * h + 8 * h + 2) + 11 * cfg.buffer + 4 * h * (cfg.batch + cfg.envs + cfg.eval_episodes)
+  return 5 * (8 * h + 3) + 3 * MAX_STEPS * cfg.batch * h + MAX_STEPS * MAX_STEPS + 2 * h * cfg.eval_episodes
 
 def check_memory(cfgs: dict) -> None:
-  try: available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  except (ValueError, OSError, AttributeError): return
-  needs = {name: bytes_needed(name, cfg) for name, cfg in cfgs.items()}
-  total = sum(b for b, _ in needs.values())
-  if total > available:
-    name, (_, largest) = max(needs.items(), key=lambda kv: kv[1][0])
-    raise UserError(f"these sizes need at least {total / 1e9:.1f} GB ({name}: mostly {largest}), more than this machine's {available / 1e9:.1f} GB")
-
+  total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  need = 4 * sum(floats_needed(name, cfg) for name, cfg in cfgs.items())
+  if need > total:
+    sizes = ", ".join(f"{k} {getattr(cfg, k)}" for cfg in cfgs.values() for k in ("hidden", "buffer", "batch", "eval_episodes") if hasattr(cfg, k))
+    raise UserError(f"these sizes ({sizes}) need at least {need / 1e9:.1f} GB, more than this machine's {total / 1e9:.1f} GB of memory")
 
 # ---- --bench ----------------------------------------------------------------------------------------
 
@@ -657,7 +603,6 @@ def bench_envs(bench: Bench, quick: bool, rng: np.random.Generator) -> None:
       benv.step(Tensor.rand(benv.n) < 0.5)
       Tensor.realize(benv.state, benv.steps)
     bench.run(f"batched env step N={n}", TinyJit(batched_step), rate=(n, "env-steps/s"), iters=20 if quick else 200)
-
 
 def bench_dqn_steps(bench: Bench, cfg: DQNConfig, quick: bool, rng: np.random.Generator) -> None:
   dqn = DQN(cfg)
@@ -684,11 +629,10 @@ def bench_dqn_steps(bench: Bench, cfg: DQNConfig, quick: bool, rng: np.random.Ge
     return loss.realize()
   bench.run("mlp 4-128-128-2 Adam step B=128", mlp_step, iters=20 if quick else 200)
 
-
 def run_bench(args: argparse.Namespace, cfgs: dict) -> int:
   bench, rng = Bench(PROJECT), common.seed_all(args.seed)
   bench_envs(bench, args.quick, rng)
-  bench_dqn_steps(bench, cfgs.get("dqn", dqn_config(args)), args.quick, rng)
+  bench_dqn_steps(bench, config_from(args, DQNConfig), args.quick, rng)
   for name, cfg in cfgs.items():        # end to end: time to solve (quick: the --quick budget, which need not solve)
     agent = build_agent(name, cfg)
     evaluate = GreedyEvaluator(agent.q_values, cfg.eval_episodes)
@@ -701,69 +645,27 @@ def run_bench(args: argparse.Namespace, cfgs: dict) -> int:
   bench.write_json(args.json)
   return 0
 
-
 def add_training_record(bench: Bench, name: str, timing: Timing, hist: History, quick: bool) -> None:
   bench.add(f"{name} train to solve{' (quick budget)' if quick else ''}", timing, env_steps=hist.env_steps, episodes=len(hist.returns),
             solved_at=hist.solved_at, stopped=hist.stopped, last_eval=hist.evals[-1][2] if hist.evals else None)
 
-
 # ---- the command line ---------------------------------------------------------------------------------
 
-MAX_GRAD_STEPS = 64      # the gradient steps of one iteration are unrolled into one JIT'd graph
-# (flag, config field, type, help); the defaults come from the dataclasses. bool: --x / --no-x
-SHARED_FLAGS = [
-  ("--hidden", "hidden", cli.positive_int, "hidden width (DQN: 4-H-H-2, policy: 4-H-2)"),
-  ("--gamma", "gamma", cli.probability, "discount γ"),
-  ("--episodes", "episodes", cli.positive_int, "training budget in episodes, for each agent (DQN also stops at --dqn-steps; REINFORCE "
-   "rounds up to whole --pg-batch batches)"),
-  ("--eval-episodes", "eval_episodes", cli.positive_int, "greedy episodes per evaluation"),
-  ("--target-return", "target_return", cli.float_range(1, MAX_STEPS), "mean greedy return that counts as solved")]
-DQN_FLAGS = [
-  ("--dqn-steps", "steps", cli.positive_int, "budget of environment steps (the learning rate decays over it)"),
-  ("--dqn-envs", "envs", cli.positive_int, "environments stepped once per iteration (replay ratio = grad-steps / dqn-envs)"),
-  ("--batch", "batch", cli.positive_int, "minibatch size B"),
-  ("--grad-steps", "grad_steps", cli.positive_int, f"gradient steps per iteration, at most {MAX_GRAD_STEPS}"),
-  ("--lr", "lr", cli.positive_float, "Adam learning rate for Q at the start"),
-  ("--lr-end", "lr_end", cli.positive_float, "learning rate reached (linearly) at --dqn-steps"),
-  ("--buffer", "buffer", cli.positive_int, "replay capacity (transitions), a multiple of --dqn-envs"),
-  ("--learning-starts", "learning_starts", cli.nonnegative_int, "env steps of pure collection before training"),
-  ("--eps-start", "eps_start", cli.probability, "initial ε"),
-  ("--eps-end", "eps_end", cli.probability, "final ε"),
-  ("--eps-steps", "eps_steps", cli.positive_int, "env steps over which ε decays linearly"),
-  ("--target-every", "target_every", cli.positive_int, "gradient steps between target updates"),
-  ("--tau", "tau", cli.float_range(1e-6, 1), "target update θ⁻ ← τθ + (1−τ)θ⁻ (1: hard copy)"),
-  ("--double", "double", bool, "double DQN: online net picks a', target net values it"),
-  ("--clip-grad", "clip_grad", cli.nonnegative_float, "clip gradients to this global norm (0: off)"),
-  ("--eval-every", "eval_every", cli.positive_int, "env steps between greedy evaluations")]
-PG_FLAGS = [
-  ("--pg-batch", "batch", cli.positive_int, "episodes per update (run in parallel)"),
-  ("--pg-lr", "lr", cli.positive_float, "Adam learning rate for the policy"),
-  ("--baseline", "baseline", bool, "learned value baseline b(s)"),
-  ("--entropy", "entropy", cli.nonnegative_float, "entropy bonus β"),
-  ("--pg-eval-every", "eval_every", cli.positive_int, "training episodes between greedy evaluations")]
-
-
-def dest(flag: str) -> str: return flag[2:].replace("-", "_")
-def flags_of(table) -> set[str]: return {dest(f) for f, *_ in table}
-TRAINING_ONLY = flags_of(DQN_FLAGS) | flags_of(PG_FLAGS) | {"gamma", "episodes"}
-
-
-def config_from(args, cls, table):
-  return cls(**{attr: getattr(args, dest(flag)) for flag, attr, *_ in SHARED_FLAGS + table})
-
-
-def dqn_config(args) -> DQNConfig: return config_from(args, DQNConfig, DQN_FLAGS)
-def reinforce_config(args) -> ReinforceConfig: return config_from(args, ReinforceConfig, PG_FLAGS)
-
+def flag_of(f: dataclasses.Field) -> str: return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+def dest(f: dataclasses.Field) -> str: return flag_of(f)[2:].replace("-", "_")
+def dests(cls) -> set[str]: return {dest(f) for f in dataclasses.fields(cls)}
+def config_from(args, cls): return cls(**{f.name: getattr(args, dest(f)) for f in dataclasses.fields(cls)})
+SHARED = dests(AgentConfig)
+NOT_WITH_LOAD = (dests(DQNConfig) | dests(ReinforceConfig)) - {"eval_episodes", "target_return"}   # training, or the checkpoint's own
 
 def add_flags(p: cli.ArgumentParser) -> None:
   p.add_argument("--agent", choices=["dqn", "reinforce", "both"], default="both", help="which agent(s) to train")
-  for group, cfg, table in ((p, DQNConfig(), SHARED_FLAGS), (p.add_argument_group("DQN"), DQNConfig(), DQN_FLAGS),
-                            (p.add_argument_group("REINFORCE"), ReinforceConfig(), PG_FLAGS)):
-    for flag, attr, kind, help_text in table:
-      if kind is bool: group.add_argument(flag, action=argparse.BooleanOptionalAction, default=getattr(cfg, attr), help=help_text)
-      else: group.add_argument(flag, type=kind, default=getattr(cfg, attr), help=help_text)
-
+  for group, cls, own in ((p, AgentConfig, True), (p.add_argument_group("DQN"), DQNConfig, False),
+                          (p.add_argument_group("REINFORCE"), ReinforceConfig, False)):
+    for f in dataclasses.fields(cls):
+      if own != (dest(f) in SHARED): continue
+      if f.metadata["type"] is bool: group.add_argument(flag_of(f), action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
+      else: group.add_argument(flag_of(f), type=f.metadata["type"], default=f.default, help=f.metadata["help"])
 
 def parse_args(argv=None) -> argparse.Namespace:
   p = common.project_parser(PROJECT, __doc__, quick_help="10 000 DQN env steps, 300 episodes, 20 evaluation episodes, pass at a mean return of 100",
@@ -775,18 +677,18 @@ def parse_args(argv=None) -> argparse.Namespace:
   except UserError as e: p.error(str(e))
   return args
 
-
 def check_flags(args: argparse.Namespace) -> None:
   """Flag combinations that cannot mean what they say, refused before any work."""
   def refuse(msg: str): raise UserError(msg)
-  flag = lambda dest: "--" + dest.replace("_", "-")  # noqa: E731
+  def flag(name: str) -> str: return "--" + name.replace("_", "-")
   if args.bench and args.save: refuse("--save: --bench times fresh training runs and keeps no agent; run without --bench to train and save")
   if args.bench and args.load: refuse("--load: --bench times fresh agents; run without --bench to evaluate a saved one")
   if args.load and args.save: refuse("--save with --load would only copy the file: --load evaluates a saved agent without training")
-  if args.load and (typed := sorted(TRAINING_ONLY & args.given)): refuse(f"{flag(typed[0])} is a training setting: --load evaluates without training")
-  if args.agent == "reinforce" and not args.bench and (typed := sorted(flags_of(DQN_FLAGS) & args.given)):
+  if args.load and (typed := sorted(NOT_WITH_LOAD & args.given)):
+    refuse(f"{flag(typed[0])}: --load evaluates the saved agent as it is (its size comes from the checkpoint) without training")
+  if args.agent == "reinforce" and not args.bench and (typed := sorted((dests(DQNConfig) - SHARED) & args.given)):
     refuse(f"{flag(typed[0])} is a DQN flag and this run trains only REINFORCE")
-  if args.agent == "dqn" and (typed := sorted(flags_of(PG_FLAGS) & args.given)):
+  if args.agent == "dqn" and (typed := sorted((dests(ReinforceConfig) - SHARED) & args.given)):
     refuse(f"{flag(typed[0])} is a REINFORCE flag and this run trains only DQN")
   if args.eps_end > args.eps_start: refuse(f"--eps-end {args.eps_end} is above --eps-start {args.eps_start}")
   if args.buffer % args.dqn_envs: refuse(f"--buffer {args.buffer} must be a multiple of --dqn-envs {args.dqn_envs} (the ring takes N rows at a time)")
@@ -796,14 +698,11 @@ def check_flags(args: argparse.Namespace) -> None:
   if args.agent != "reinforce" and not args.load and args.learning_starts >= args.dqn_steps:
     refuse(f"--learning-starts {args.learning_starts} leaves no training in the --dqn-steps {args.dqn_steps} budget")
 
-
 def agent_configs(args: argparse.Namespace) -> dict:
   names = ["dqn", "reinforce"] if args.agent == "both" else [args.agent]
-  return {name: dqn_config(args) if name == "dqn" else reinforce_config(args) for name in names}
-
+  return {name: config_from(args, DQNConfig if name == "dqn" else ReinforceConfig) for name in names}
 
 def build_agent(name: str, cfg): return DQN(cfg) if name == "dqn" else Reinforce(cfg)
-
 
 # ---- the run: one function per stage ------------------------------------------------------------------
 
@@ -835,14 +734,12 @@ def run_agent(name: str, cfg, agent, args, rng: np.random.Generator, timings: Be
   rec["passed"] = success_check(name, final, cfg.target_return)
   return agent, rec
 
-
 def write_outputs(args, agents: dict, records: dict, timings: Bench) -> None:
   if args.save: save_agents(agents, args.save)
   out = Path(args.out)
   save_json({"seed": args.seed, "quick": args.quick, "loaded": args.load, "agents": records}, out / "summary.json")
   print(f"wrote {out / 'summary.json'}" + ("" if args.load else " and the learning curves"))
   timings.write_json(args.json)
-
 
 def main() -> int:
   args = parse_args()
@@ -851,7 +748,7 @@ def main() -> int:
   cli.check_out_dir(args)
   if not args.load: check_memory(cfgs)
   rng = common.seed_all(args.seed)
-  agents = load_agents(args.load, cfgs, args.given) if args.load else {}
+  agents = load_agents(args.load, cfgs) if args.load else {}
   timings, records = Bench(PROJECT), {}
   for name, cfg in cfgs.items(): agents[name], records[name] = run_agent(name, cfg, agents.get(name), args, rng, timings)
   write_outputs(args, agents, records, timings)
