@@ -10,7 +10,7 @@ It also checks that both frameworks pick the same disparities (agreement in % of
 equal costs may be broken differently, nothing else should differ).
 
 RUN (PyTorch is not a dependency of the project: pip install torch for this script only)
-  python3 stereo/torch_reference.py [--json out.json] [--size 640x480 --max-disp 64]
+  python3 stereo/torch_reference.py [--json out.json] [--size 640x480 --max-disp 64]   (--quick: 64x48, D=16)
   On the GPU machine: DEV=CUDA python3 stereo/torch_reference.py  (torch uses cuda when available)
 """
 import common  # first: the tinygrad side of the agreement check reads DEV
@@ -21,14 +21,24 @@ import numpy as np
 
 from common import fail
 from common.cli import positive_int
-from depth_map import OUT_OF_VIEW, PROJECT, box_sum, make_scene, parse_sizes, render_scene, sad_cost, winner_take_all
+from depth_map import OUT_OF_VIEW, PROJECT, box_sum, sad_cost, winner_take_all
+from scene import synthetic_pair
+from stereo_cli import parse_sizes
 
 
-def main() -> int:
-  p = common.project_parser(PROJECT, __doc__)
-  p.add_argument("--size", type=parse_sizes, default=[(640, 480)], help="image size WIDTHxHEIGHT")
+def parse_args(argv=None):
+  p = common.project_parser(PROJECT, __doc__, quick_help="64x48, 16 disparities, 5 timed calls", save_help=None)
+  p.add_argument("--size", type=parse_sizes, default="640x480", help="image size WIDTHxHEIGHT")
   p.add_argument("--max-disp", type=positive_int, default=64, help="disparities 0..D−1")
-  args = p.parse_args()
+  p.preset("quick", size=[(64, 48)], max_disp=16)
+  args = p.parse_args(argv)
+  if "out" in args.given: p.error("--out: torch_reference.py writes only --json")
+  if len(args.size) != 1: p.error("--size takes one WIDTHxHEIGHT")
+  return args
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
   try:
     import torch
     import torch.nn.functional as F
@@ -36,12 +46,11 @@ def main() -> int:
     fail("torch_reference.py needs PyTorch (pip install torch); the tinygrad scripts do not")
   from common.bench import Bench
   (w, h), D = args.size[0], args.max_disp
-  if args.quick: (w, h), D = (64, 48), 16
   if w <= D: fail(f"--size {w}x{h} is narrower than --max-disp {D}")
   dev = "cuda" if torch.cuda.is_available() else "cpu"
   sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
 
-  left, right, _, _ = render_scene(make_scene("boxes", h, w, D, args.seed), h, w, 2.0, args.seed)
+  left, right, _, _ = synthetic_pair("boxes", w, h, D, 2.0, args.seed)
   L, R = torch.from_numpy(left).to(dev), torch.from_numpy(right).to(dev)
   x_minus_d_inside = (torch.arange(w, device=dev).view(1, w, 1) >= torch.arange(D, device=dev).view(1, 1, D))
 
