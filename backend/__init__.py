@@ -34,7 +34,7 @@ def install() -> None:
 def install_matvec_fix() -> None:
   """Give fp16 (and other CAST/MUL-wrapped) matrix-vector products tinygrad's MATVEC optimization, here and in compile
   and BEAM worker processes. See backend/matvec.py."""
-  from backend import matvec
+  from backend.patches import matvec
   matvec.install()
 
 def describe() -> dict[str, str]:
@@ -44,7 +44,7 @@ def describe() -> dict[str, str]:
   present = [p for p in TEGRA_NODES if io.exists(p)]
   missing = [p for p in TEGRA_NODES if p not in present]
   status = "installed" if _state["installed"] else (f"not loaded: {_state['error']}" if _state["error"] else "not installed")
-  from backend import matvec
+  from backend.patches import matvec
   out = {"tegra backend": f"{__version__}, {status}", "tegra nodes present": ", ".join(present) or "none",
          "tegra nodes missing": ", ".join(missing) or "none", "tegra device I/O": getattr(io, "name", type(io).__name__),
          "matvec fix": "on" if matvec.is_installed() else "off"}

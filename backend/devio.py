@@ -1,8 +1,8 @@
 """The one door between the backend and the kernel: open, ioctl, mmap, munmap, close (plus the doorbell store).
 
 Every byte the backend exchanges with nvgpu/nvmap goes through the object returned by `get_io()`. On a Jetson that is
-`LinuxIO` (libc calls through ctypes); in the tests it is `backend.fake_driver.FakeTegra`, an emulation of the drivers,
-installed with `set_io()`. Nothing here imports tinygrad.
+`LinuxIO` (libc calls through ctypes). With TEGRA_FAKE=1 in the environment it is `backend.testing.fake_driver.FakeTegra`,
+the fake Orin (tests also install one with `set_io()`). Nothing here imports tinygrad.
 """
 from __future__ import annotations
 import ctypes, ctypes.util, errno, mmap, os, platform, struct
@@ -38,6 +38,12 @@ class LinuxIO:
 
   def munmap(self, addr:int, size:int) -> None:
     if self.libc.munmap(addr, size) != 0: raise OSError(err:=ctypes.get_errno(), os.strerror(err))
+
+  def l4t_release(self) -> str|None:
+    """The first line of /etc/nv_tegra_release ("# R36 (release), REVISION: 4.4, ..."), None where there is none."""
+    try:
+      with open("/etc/nv_tegra_release") as f: return f.readline().strip()
+    except OSError: return None
 
   def doorbell(self, usermode_addr:int, offset:int, token:int) -> None:
     """Ring a channel's doorbell. The ring entry and GP_PUT were written to write-combined memory just before; the
@@ -76,7 +82,11 @@ _io:LinuxIO|None = None
 def get_io():
   """The active device I/O object (created on first use)."""
   global _io
-  if _io is None: _io = LinuxIO()
+  if _io is None:
+    if os.environ.get("TEGRA_FAKE") == "1":
+      from backend.testing.fake_driver import FakeTegra
+      _io = FakeTegra()
+    else: _io = LinuxIO()
   return _io
 
 def set_io(io) -> None:

@@ -8,7 +8,7 @@ realloc, the RM debugger on a hang) is overridden in the `NVDevice` subclass bel
 `Device["NV"]` finds it.
 """
 from __future__ import annotations
-import ctypes, errno, os, time
+import ctypes, errno, os, sys, time
 from dataclasses import dataclass
 from tinygrad.helpers import round_up, getenv
 from tinygrad.device import BufferSpec
@@ -25,6 +25,11 @@ from backend import uapi as U, devio, TEGRA_NODES
 LOCAL_MEM_WINDOW, SHARED_MEM_WINDOW, WINDOW_SIZE = 0xFD00000000, 0xFE00000000, 1 << 30
 VA_START, VA_END = 2 << 20, (1 << 40) - (2 << 20)
 GPFIFO_ENTRIES = getenv("TEGRA_GPFIFO_ENTRIES", 1024)   # 8 KiB ring per channel: the size known to work on hardware
+# GPU L2 caching (MAP_BUFFER_EX CACHEABLE) for buffers the CPU never touches. Off: every hardware-proven implementation maps
+# with flags 0, and the Orin's coherence is one-way (the GPU snoops CPU caches; CPU stores do not invalidate GPU L2 lines).
+# Buffers the CPU reads or writes (kernel arguments, queues, staging, signals) are never CACHEABLE, whatever this says.
+GPU_CACHEABLE = getenv("TEGRA_GPU_CACHEABLE", 0)
+SUPPORTED_L4T = "36"   # L4T r36 = JetPack 6: the struct layouts in backend/uapi.py are r36's
 
 class TegraError(Exception):
   """A Tegra driver refusal other than ENOMEM. Deliberately not a RuntimeError: tinygrad's allocator rewrites
@@ -39,6 +44,14 @@ def _check(e:OSError, what:str):
           errno.EINVAL: "the driver rejected the arguments -- see `sudo dmesg | grep -i nvgpu` for which one",
           errno.EACCES: "permission denied -- add your user to the 'video' group", errno.EPERM: "permission denied -- add your user to 'video'"}
   raise TegraError(f"{what} failed with {name}: {hint.get(e.errno, e.strerror)}") from e
+
+def l4t_problem(release:str|None) -> str|None:
+  """One line when /etc/nv_tegra_release names another L4T major release than r36 (None: fine or unknown)."""
+  if not release: return None
+  major = release.split("R", 1)[1].split()[0] if "R" in release else "?"
+  if major == SUPPORTED_L4T: return None
+  return (f"L4T R{major} found ({release.strip().lstrip('# ').split(',')[0]}); this backend needs L4T r{SUPPORTED_L4T} (JetPack 6): "
+          "other releases lay out the nvgpu structs differently")
 
 @dataclass
 class TegraMem:
@@ -59,6 +72,7 @@ class TegraChannel:
   notifier: HCQBuffer
   entries: int
   token: int = 0
+  notifier_ok: bool = False
 
 @dataclass
 class ChannelParams:   # what rm_alloc(gpfifo_class) needs on Tegra, instead of NV_CHANNELGPFIFO_ALLOCATION_PARAMETERS
@@ -68,16 +82,26 @@ class ChannelParams:   # what rm_alloc(gpfifo_class) needs on Tegra, instead of 
 class TEGRAIface:
   """tinygrad's NV interface contract, implemented with nvgpu/nvmap ioctls. Selected by DEV=TEGRA+NV."""
   gpu_instance, count, viddec_class = 0, 1, None
+  _warned_notifier = False
 
   def __init__(self, dev, device_id:int):
     self.io, self.dev, self.device_id = devio.get_io(), dev, device_id
     if (missing:=[p for p in TEGRA_NODES if not self.io.exists(p)]): raise TegraError(f"Tegra device node {missing[0]} is missing (not a Jetson?)")
     if device_id != 0: raise TegraError(f"the Orin has one GPU; NV:{device_id} does not exist")
+    if (problem:=l4t_problem(self.io.l4t_release())): raise TegraError(problem)
     self.objects:dict[int, tuple[str, object]] = {}
     self.buffers:dict[int, HCQBuffer] = {}     # nvmap handle -> live buffer, for teardown
     self.channels:list[TegraChannel] = []
+    self.channel_fds:list[int] = []            # every channel fd opened, closed on teardown even if its bring-up failed
     self.usermode_addr:int|None = None
+    self.ctrl_fd = self.nvmap_fd = self.as_fd = -1
     self.closed = False
+    try: self._open()
+    except BaseException:
+      self.device_fini()   # every fd and buffer opened so far: a failed open must not leak
+      raise
+
+  def _open(self):
     try:
       self.ctrl_fd = self.io.open(TEGRA_NODES[0], os.O_RDWR | os.O_CLOEXEC)
       self.nvmap_fd = self.io.open(TEGRA_NODES[1], os.O_RDWR | os.O_CLOEXEC)
@@ -91,6 +115,7 @@ class TEGRAIface:
     as_args = U.nvgpu_alloc_as_args(big_page_size=0, flags=U.NVGPU_GPU_IOCTL_ALLOC_AS_FLAGS_UNIFIED_VA, va_range_start=VA_START, va_range_end=VA_END)
     self._ioctl(self.ctrl_fd, U.NVGPU_GPU_IOCTL_ALLOC_AS, as_args, "ALLOC_AS")
     self.as_fd = as_args.as_fd
+    self._new_object("as", self.as_fd)
     for window in (LOCAL_MEM_WINDOW, SHARED_MEM_WINDOW):
       self._ioctl(self.as_fd, U.NVGPU_AS_IOCTL_ALLOC_SPACE, U.nvgpu_as_alloc_space_args(pages=WINDOW_SIZE // 0x1000, page_size=0x1000,
         flags=U.NVGPU_AS_ALLOC_SPACE_FLAGS_FIXED_OFFSET, offset=window), f"ALLOC_SPACE at {window:#x}")
@@ -109,7 +134,7 @@ class TEGRAIface:
   # ---------------- the RM object model, mapped onto nvgpu ----------------
   def rm_alloc(self, parent:int, clss:int, params=None, root=None) -> int:
     if clss in (nv_gpu.NV01_DEVICE_0, nv_gpu.NV20_SUBDEVICE_0, nv_gpu.NV01_MEMORY_VIRTUAL): return self._new_object("rm", clss)  # no nvgpu object
-    if clss == nv_gpu.FERMI_VASPACE_A: return self._new_object("as", self.as_fd)   # created in __init__ (windows must be reserved first)
+    if clss == nv_gpu.FERMI_VASPACE_A: return self._new_object("vaspace", self.as_fd)   # created in __init__ (windows must be reserved first)
     if clss == nv_gpu.KEPLER_CHANNEL_GROUP_A:
       self._ioctl(self.ctrl_fd, U.NVGPU_GPU_IOCTL_OPEN_TSG, tsg:=U.nvgpu_gpu_open_tsg_args(), "OPEN_TSG")
       return self._new_object("tsg", tsg.tsg_fd)
@@ -153,6 +178,7 @@ class TEGRAIface:
     tsg_handle, veid = self.objects[params.ctxshare][1]
     self._ioctl(self.ctrl_fd, U.NVGPU_GPU_IOCTL_OPEN_CHANNEL, op:=U.nvgpu_channel_open_args(runlist_id=-1), "OPEN_CHANNEL")
     fd = op.channel_fd
+    self.channel_fds.append(fd)
     self._ioctl(self.as_fd, U.NVGPU_AS_IOCTL_BIND_CHANNEL, U.nvgpu_as_bind_channel_args(channel_fd=fd), "AS BIND_CHANNEL")
     self._ioctl(self.objects[tsg_handle][1], U.NVGPU_TSG_IOCTL_BIND_CHANNEL_EX, U.nvgpu_tsg_bind_channel_ex_args(channel_fd=fd, subcontext_id=veid),
                 "TSG BIND_CHANNEL_EX")
@@ -167,8 +193,15 @@ class TEGRAIface:
       flags=U.NVGPU_CHANNEL_SETUP_BIND_FLAGS_DETERMINISTIC | U.NVGPU_CHANNEL_SETUP_BIND_FLAGS_USERMODE_SUPPORT)
     self._ioctl(fd, U.NVGPU_IOCTL_CHANNEL_SETUP_BIND, sb, "CHANNEL SETUP_BIND")
     ch.token = sb.work_submit_token
-    self._ioctl(fd, U.NVGPU_IOCTL_CHANNEL_SET_ERROR_NOTIFIER, U.nvgpu_set_error_notifier(offset=0, size=0x1000, mem=notifier.meta.dmabuf_fd),
-                "SET_ERROR_NOTIFIER")
+    # Best effort: no hardware-proven implementation uses the error notifier. Without it a hang still raises after the
+    # timeout, just without a code.
+    try:
+      self._ioctl(fd, U.NVGPU_IOCTL_CHANNEL_SET_ERROR_NOTIFIER, U.nvgpu_set_error_notifier(offset=0, size=0x1000, mem=notifier.meta.dmabuf_fd),
+                  "SET_ERROR_NOTIFIER")
+      ch.notifier_ok = True
+    except (TegraError, MemoryError) as e:
+      if not TEGRAIface._warned_notifier: print(f"warning: tegra: no error notifier ({e}); carrying on without fault codes", file=sys.stderr)
+      TEGRAIface._warned_notifier = True
     return ch
 
   # ---------------- usermode doorbell ----------------
@@ -178,20 +211,29 @@ class TEGRAIface:
     return self._new_object("usermode", None), MMIOInterface(self.usermode_addr, U.USERMODE_PAGE_SIZE, fmt='I')
 
   def ring_doorbell(self, token:int): self.io.doorbell(self.usermode_addr, U.USERMODE_DOORBELL_OFFSET, token)
+  def store_barrier(self): self.io.store_barrier()
 
   def setup_vm(self, vaspace): pass            # UVM registration has no Tegra equivalent: nvgpu owns the page tables
   def setup_gpfifo_vm(self, gpfifo): pass
-  def sleep(self, ms:int): time.sleep(ms / 1000)
+  def sleep(self, ms:int):
+    """tinygrad calls this every poll once a wait has lasted 200 ms. Check the error notifier instead of sleeping 200 ms: a
+    dead channel then raises at once, with its code, and a live long wait loses at most a millisecond per poll."""
+    if (report:=self.read_error_notifier()): raise TegraError(hang_message(report))
+    time.sleep(0.001)
 
   # ---------------- memory ----------------
   def alloc(self, size:int, host=False, uncached=False, cpu_access=False, contiguous=False, zero=False, gpu_map=True, **kwargs) -> HCQBuffer:
-    """nvmap CREATE -> ALLOC -> GET_FD -> AS MAP_BUFFER_EX -> mmap. Memory the CPU reads (data, staging) is cacheable;
-    memory the CPU only writes or polls (rings, USERD, signals) is write-combined. The Orin is IO-coherent, so neither
-    needs cache maintenance."""
+    """nvmap CREATE -> ALLOC -> GET_FD -> AS MAP_BUFFER_EX -> mmap.
+
+    CPU side (nvmap cache mode): memory the CPU reads (data, staging) is INNER_CACHEABLE; memory the CPU only writes or
+    polls (rings, USERD, signals) is WRITE_COMBINE. The GPU snoops CPU caches (IO coherence), so neither needs flushes.
+    GPU side (MAP_BUFFER_EX flags): 0 for every buffer the CPU touches, because CPU stores do not invalidate GPU L2 lines;
+    CACHEABLE only for GPU-only buffers and only with TEGRA_GPU_CACHEABLE=1."""
     size = round_up(max(size, 1), 0x1000)
     # NVAllocator passes host/cpu_access but drops `uncached`: host+cpu_access is how tinygrad asks for signal pages
     signal_page = host and cpu_access
     uncached = uncached or signal_page
+    gpu_only = not (host or cpu_access or uncached)
     cache = U.NVMAP_HANDLE_WRITE_COMBINE if uncached else U.NVMAP_HANDLE_INNER_CACHEABLE
     self._ioctl(self.nvmap_fd, U.NVMAP_IOC_CREATE, cr:=U.nvmap_create_handle(size=size), f"NVMAP_IOC_CREATE({size:#x})")
     mem = TegraMem(cr.handle, -1, size, None, None, is_signal_page=signal_page)
@@ -201,7 +243,7 @@ class TEGRAIface:
       self._ioctl(self.nvmap_fd, U.NVMAP_IOC_GET_FD, fd_args:=U.nvmap_create_handle(handle=mem.handle), "NVMAP_IOC_GET_FD")
       mem.dmabuf_fd = fd_args.size
       if gpu_map:
-        mp = U.nvgpu_as_map_buffer_ex_args(flags=0 if uncached else U.NVGPU_AS_MAP_BUFFER_FLAGS_CACHEABLE, compr_kind=U.NV_KIND_INVALID,
+        mp = U.nvgpu_as_map_buffer_ex_args(flags=U.NVGPU_AS_MAP_BUFFER_FLAGS_CACHEABLE if gpu_only and GPU_CACHEABLE else 0, compr_kind=U.NV_KIND_INVALID,
                                            incompr_kind=0, dmabuf_fd=mem.dmabuf_fd, page_size=0x1000)
         self._ioctl(self.as_fd, U.NVGPU_AS_IOCTL_MAP_BUFFER_EX, mp, f"AS MAP_BUFFER_EX({size:#x})")
         mem.gpu_va = mp.offset
@@ -237,7 +279,8 @@ class TEGRAIface:
   def device_fini(self):
     """Release everything this process holds, channels before the TSG before the address space."""
     if self.closed: return
-    for ch in self.channels: self.io.close(ch.fd)
+    self.closed = True
+    for fd in self.channel_fds: self.io.close(fd)
     for kind, obj in list(self.objects.values()):
       if kind == "tsg": self.io.close(obj)
     for buf in list(self.buffers.values())[::-1]:
@@ -246,16 +289,20 @@ class TEGRAIface:
       if saved is not None: _tombstone(buf.view.addr, saved)
     self.buffers.clear()
     if self.usermode_addr is not None: self.io.munmap(self.usermode_addr, U.USERMODE_PAGE_SIZE)
-    for fd in (self.as_fd, self.nvmap_fd, self.ctrl_fd): self.io.close(fd)
-    self.closed = True
+    for fd in (self.as_fd, self.nvmap_fd, self.ctrl_fd):
+      if fd >= 0: self.io.close(fd)
 
   def read_error_notifier(self) -> list[str]:
     out = []
     for ch in self.channels:
+      if not ch.notifier_ok: continue
       v = ch.notifier.cpu_view()
       info32, status = v.view(U.NOTIFIER_INFO32_OFFSET, 4, 'I')[0], v.view(U.NOTIFIER_STATUS_OFFSET, 2, 'H')[0]
       if status: out.append(f"channel (token {ch.token:#x}): error notifier info32={info32} status={status:#x}")
     return out
+
+def hang_message(report:list[str]) -> str:
+  return ("Tegra GPU hang: " + "; ".join(report) + ". There is no RM debugger on Tegra: see `sudo dmesg | grep -iE 'nvgpu|gk20a|mmu'`")
 
 def _tombstone(addr:int, content:bytes):
   """After close, tinygrad objects that outlive the device (a TinyJit graph's destructor, the atexit hook) still read
@@ -281,11 +328,17 @@ class TegraSubmitMixin:
       dev.cmdq[cmdq_wptr : cmdq_wptr + len(self._q)] = ops_nv.array.array('I', self._q)
     deadline = time.perf_counter() + 10
     while (gpfifo.put_value + 1 - gpfifo.gpget[0]) % gpfifo.entries_count == 0 and gpfifo.put_value >= gpfifo.entries_count - 1:
+      # GP_GET in USERD is written back by the GPU only now and then. When the timeline has reached the value of this
+      # channel's last submission, everything before it was consumed: the ring is empty, whatever GP_GET says.
+      if dev.timeline_signal.value >= gpfifo.last_timeline: break
+      if (report:=dev.iface.read_error_notifier()): raise TegraError(hang_message(report))
       if time.perf_counter() > deadline: raise TegraError("GPFIFO ring full for 10 s: the GPU is not consuming work (hang?)")
     gpfifo.ring[gpfifo.put_value % gpfifo.entries_count] = (cmdq_addr//4 << 2) | (len(self._q) << 42) | (1 << 41)
+    dev.iface.store_barrier()   # the entry must be in memory before the GP_PUT that publishes it (write-combined stores reorder)
     gpfifo.gpput[0] = (gpfifo.put_value + 1) % gpfifo.entries_count
     dev.iface.ring_doorbell(gpfifo.token)
     gpfifo.put_value += 1
+    gpfifo.last_timeline = dev.timeline_value - 1   # the newest timeline value any queue submitted so far can release
 
 class TegraComputeQueue(TegraSubmitMixin, NVComputeQueue):
   def signal(self, signal, value=0):
@@ -301,6 +354,7 @@ _StockNVDevice = ops_nv.NVDevice
 @dataclass
 class TegraGPFifo(GPFifo):
   gpget: MMIOInterface|None = None
+  last_timeline: int = 0
 
 class NVDevice(_StockNVDevice):
   """tinygrad's NVDevice with the Tegra differences. Other interfaces (NVK, PCI) take the stock path untouched."""
@@ -340,7 +394,8 @@ class NVDevice(_StockNVDevice):
       'num_tpc_per_gpc', 'num_sm_per_tpc', 'max_warps_per_sm', 'sm_version')
     self.arch = f"sm_{(self.sm_version >> 8) & 0xff}{self.sm_version & 0xf}"
     self.sass_version = ((self.sm_version & 0xf00) >> 4) | (self.sm_version & 0xf)
-    HCQCompiled.__init__(self, device, NVAllocator(self), [CUDARenderer, PTXRenderer, NVCCRenderer, NAKRenderer], NVProgram, NVSignal,
+    renderers = self.iface.io.renderers() if hasattr(self.iface.io, "renderers") else [CUDARenderer, PTXRenderer, NVCCRenderer, NAKRenderer]
+    HCQCompiled.__init__(self, device, NVAllocator(self), renderers, NVProgram, NVSignal,
                          TegraComputeQueue, TegraCopyQueue, arch=self.arch)
     self.pma_enabled = False
     self._setup_gpfifos()
@@ -368,9 +423,18 @@ class NVDevice(_StockNVDevice):
     self.synchronize()
 
   def _ensure_has_local_memory(self, required):
-    # 0.14.0 frees the old scratch buffer while kernels may still use it (pitfall 4): drain the GPU first.
-    if isinstance(self.iface, TEGRAIface) and self.slm_per_thread < required: self.synchronize()
-    return super()._ensure_has_local_memory(required)
+    """tinygrad 0.14.0's, with two Tegra differences: drain the GPU before the old scratch buffer is freed (0.14.0 frees it
+    under running kernels, pitfall 4), and submit through TegraComputeQueue (the stock queue rings the doorbell without a
+    store barrier and without waiting for ring space)."""
+    if not isinstance(self.iface, TEGRAIface): return super()._ensure_has_local_memory(required)
+    if self.slm_per_thread >= required: return
+    self.synchronize()
+    self.slm_per_thread, old_slm_per_thread = round_up(required, 32), self.slm_per_thread
+    bytes_per_tpc = round_up(round_up(self.slm_per_thread * 32, 0x200) * self.max_warps_per_sm * self.num_sm_per_tpc, 0x8000)
+    self.shader_local_mem, ok = self._realloc(self.shader_local_mem, round_up(bytes_per_tpc * self.num_tpc_per_gpc * self.num_gpcs, 0x20000))
+    if not ok: self.slm_per_thread = old_slm_per_thread
+    TegraComputeQueue().wait(self.timeline_signal, self.timeline_value - 1).setup(local_mem=self.shader_local_mem.va_addr,
+      local_mem_tpc_bytes=bytes_per_tpc).signal(self.timeline_signal, self.next_timeline()).submit(self)
 
   def invalidate_caches(self):
     if not isinstance(self.iface, TEGRAIface): return super().invalidate_caches()   # IO-coherent: nothing to flush
@@ -378,7 +442,7 @@ class NVDevice(_StockNVDevice):
   def on_device_hang(self):
     if not isinstance(self.iface, TEGRAIface): return super().on_device_hang()
     report = self.iface.read_error_notifier() or ["no channel error recorded (the GPU may be stalled on a semaphore)"]
-    raise RuntimeError("Tegra GPU hang: " + "; ".join(report) + ". There is no RM debugger on Tegra: see `sudo dmesg | grep -iE 'nvgpu|gk20a|mmu'`")
+    raise RuntimeError(hang_message(report))
 
   def synchronize(self, timeout:int|None=None):
     # after finalize() the signal memory is unmapped; tinygrad's atexit hook and late buffer frees still call this

@@ -12,7 +12,11 @@ Jetson tutorials say `NV=1 python3 script.py` or `CUDA=1 ...`; tinygrad 0.14.0 r
 
 On a Jetson (the nodes /dev/nvgpu/igpu0/ctrl and /dev/nvmap exist) asking for NV, or for nothing,
 loads the bundled Tegra backend from `backend/` first, because tinygrad's own NV interfaces speak
-only to the desktop driver. `DEV=TEGRA+NV` asks for that backend by name.
+only to the desktop driver. `DEV=TEGRA+NV` asks for that backend by name. `TEGRA_FAKE=1` stands in
+for a Jetson: the backend then drives the fake Orin (backend/testing/fake_driver.py).
+
+The same translation runs without `import common` too: the installed start-up hook
+(backend/_startup.py) calls `translate` on a Jetson, so plain tinygrad programs get it.
 
 `python3 -m common.device` (common/device.py) prints what was resolved.
 """
@@ -99,8 +103,16 @@ def resolve(environ: dict[str, str], devices: list[str]) -> Resolution:
   return Resolution(dev=dev, requested=requested, remove=list(flags), wants_nv=wants_nv, wants_tegra=iface == "TEGRA")
 
 
-def tegra_nodes_present(nodes: tuple[str, ...] = TEGRA_NODES) -> bool:
-  return all(os.path.exists(n) for n in nodes)
+def tegra_nodes_present(nodes: tuple[str, ...] = TEGRA_NODES, environ=os.environ) -> bool:
+  return environ.get("TEGRA_FAKE") == "1" or all(os.path.exists(n) for n in nodes)
+
+
+def translate(env) -> Resolution:
+  """Rewrite the legacy flags in `env` (a mutable mapping) into DEV=...; raises DeviceFlagError with a one-line reason."""
+  res = resolve(dict(env), tinygrad_devices())
+  for name in res.remove: env.pop(name, None)
+  if res.dev is not None: env["DEV"] = res.dev     # spawned BEAM workers inherit it too
+  return res
 
 
 def nvidia_gpu_evidence() -> list[str]:
@@ -142,15 +154,13 @@ def apply(env, nodes: tuple[str, ...] = TEGRA_NODES) -> Setup:
     # tinygrad has already read DEV; a rewrite now would be too late to matter for this process
     print("warning: import common before tinygrad so NV=1/CUDA=1/CPU=1 take effect", file=sys.stderr)
   try:
-    res = resolve(dict(env), tinygrad_devices())
+    res = translate(env)
   except DeviceFlagError as e:
     _fail(str(e))
-  for name in res.remove: env.pop(name, None)
-  if res.dev is not None: env["DEV"] = res.dev     # spawned BEAM workers inherit it too
   state = Setup(res)
-  on_jetson = tegra_nodes_present(nodes)
+  on_jetson = tegra_nodes_present(nodes, env)
   if on_jetson: state.tegra = "Jetson detected, backend not requested (DEV names another device)"
-  if res.wants_nv and not res.wants_tegra and not nvidia_gpu_evidence():
+  if res.wants_nv and not res.wants_tegra and not on_jetson and not nvidia_gpu_evidence():
     _fail(f"NV requested but no NVIDIA GPU found (looked for {DESKTOP_NV_NODE}, {' and '.join(TEGRA_NODES)}, "
           f"and a PCI device of vendor {NVIDIA_PCI_VENDOR}); use DEV=CPU on this machine")
   if res.wants_tegra or (on_jetson and (res.dev is None or res.wants_nv)):

@@ -11,7 +11,7 @@ from tinygrad.uop.ops import Ops
 from tinygrad.renderer.ptx import PTXRenderer
 from tinygrad.helpers import Target
 import backend
-from backend import matvec
+from backend.patches import matvec
 if sys.argv[1] == "fix": backend.install_matvec_fix()
 ren = PTXRenderer(Target("CUDA", "PTX", "sm_87"))
 dt = {"half": dtypes.half, "float": dtypes.float}[sys.argv[2]]
@@ -52,7 +52,7 @@ def test_compile_workers_apply_the_fix():
     import backend
     backend.install_matvec_fix()
     from tinygrad.engine.worker import get_worker_pool
-    from backend import matvec
+    from backend.patches import matvec
     pool = get_worker_pool()
     print(pool.apply(matvec.is_installed))
     pool.terminate()

@@ -20,7 +20,7 @@ Tuning: MV_THREADS_PER_ROW (32), MV_BLOCKSIZE (rows per workgroup, 1), MV_ROWS_P
 Worker processes: tinygrad compiles kernels (and BEAM candidates) in spawned processes (engine/worker.py) that import
 tinygrad afresh and would not see this patch. `install()` therefore also replaces the pool's initializer,
 `tinygrad.engine.worker._init_worker`, with `_worker_init` below. multiprocessing pickles the initializer by reference,
-so every worker imports `backend.matvec`, re-applies the fix and then runs tinygrad's initializer. An already-running pool
+so every worker imports `backend.patches.matvec`, re-applies the fix and then runs tinygrad's initializer. An already-running pool
 is terminated so the next one starts with the new initializer. `MATVEC_FIX=1` is also exported so that processes started
 later through common/ enable it too.
 """

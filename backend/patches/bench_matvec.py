@@ -1,12 +1,12 @@
-"""fp16 matrix-vector product, with and without the matvec heuristic fix (backend/matvec.py).
+"""fp16 matrix-vector product, with and without the matvec heuristic fix (backend/patches/matvec.py).
 
 y[1, N] = x[1, N] @ W[N, N] in fp16 reads the N*N*2-byte matrix once, so it is memory bound: the figure of merit is
 GB/s = 2*N*N bytes / time. Each (N, fix) case runs in a fresh interpreter (the fix must be in place before the first
 kernel is compiled, and tinygrad caches compiled programs per process), warms up separately, then times `--iters` calls
 of a TinyJit'd matvec, synchronizing the device after each call.
 
-  DEV=CUDA python3 -m backend.bench_matvec                 # the H200 / Orin measurement: N = 4096 and 8192
-  DEV=CPU python3 -m backend.bench_matvec --sizes 256,512  # a quick check that it runs anywhere
+  DEV=CUDA python3 -m backend.patches.bench_matvec                 # the H200 / Orin measurement: N = 4096 and 8192
+  DEV=CPU python3 -m backend.patches.bench_matvec --sizes 256,512  # a quick check that it runs anywhere
 
 Reference before this project (H200, N=4096): tinygrad 0.162 ms, PyTorch 0.023 ms.
 """
@@ -40,7 +40,7 @@ def measure(n:int, iters:int, warmup:int) -> dict:
 def run_case(n:int, fix:bool, iters:int, warmup:int) -> dict:
   env = {**os.environ, "MATVEC_FIX": "1" if fix else "0"}
   code = ("import json, sys\nimport backend\nif sys.argv[1] == '1': backend.install_matvec_fix()\n"
-          "from backend.bench_matvec import measure\nprint('RESULT', json.dumps(measure(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))")
+          "from backend.patches.bench_matvec import measure\nprint('RESULT', json.dumps(measure(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))")
   p = subprocess.run([sys.executable, "-c", code, "1" if fix else "0", str(n), str(iters), str(warmup)], env=env, capture_output=True, text=True)
   if p.returncode != 0: raise SystemExit(f"N={n} fix={fix} failed:\n{p.stderr[-3000:]}")
   return json.loads(next(l for l in p.stdout.splitlines() if l.startswith("RESULT"))[len("RESULT "):])
