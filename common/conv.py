@@ -1,0 +1,78 @@
+"""A 2-D convolution whose forward and both gradients are matrix products: the one convolution every
+project that trains convolutional nets uses (`Conv2d` is a drop-in for tinygrad's nn.Conv2d, with the
+same `weight`/`bias` state-dict keys).
+
+Why not tinygrad's own conv2d: it is built on a pooling view of the input, and autograd differentiates
+through that view. The input gradient then comes out as a masked window per pixel and the weight
+gradient as one long reduction with few outputs; tinygrad's heuristic (no BEAM) runs both far below the
+forward's speed. Written out as im2col and a product, autograd derives the textbook backward instead:
+
+  forward   cols[b, c, t, i, j] = x_pad[b, c, s·i + dy_t, s·j + dx_t]      t = (dy, dx): k_h·k_w shifted views
+            y[b, o, i, j]       = Σ_{c,t} w[o, c, t] · cols[b, c, t, i, j] + bias[o]          (per group)
+  input     ∂L/∂cols = Σ_o w[o, c, t] · ∂L/∂y[b, o, i, j]                   a product, like the forward
+            ∂L/∂x    = Σ_t ∂L/∂cols[:, :, t] moved back by (dy_t, dx_t)      "col2im": k_h·k_w shifted adds
+  weight    ∂L/∂w[o, c, t] = Σ_{b,i,j} ∂L/∂y[b, o, i, j] · cols[b, c, t, i, j]
+
+The weight gradient reduces over B·H·W numbers for each of only O·C·k² outputs. `split` cuts that
+reduction in S pieces (the batch in S chunks, each with its own broadcast copy of w whose gradient is
+materialized by contiguous_backward), so the first kernel has S times the outputs to spread over the
+GPU and a second one sums the S partial gradients: the split-K of a matrix product, done by autograd.
+
+The cols tensor is never stored: its views are read inside the product's kernel.
+"""
+from __future__ import annotations
+import math
+
+from tinygrad import Tensor, nn
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]: return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def im2col(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
+  """(B, C, H, W) -> (B, C, k_h·k_w, H_out, W_out): every kernel tap's view of the padded input."""
+  (h, w), (kh, kw), (sh, sw), (ph, pw) = x.shape[2:], kernel, stride, padding
+  ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+  if ho <= 0 or wo <= 0: raise ValueError(f"conv2d: a {kh}x{kw} kernel does not fit a {h}x{w} input with padding {padding}")
+  xp = x.pad(((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+  taps = [xp[:, :, dy:dy + sh * (ho - 1) + 1:sh, dx:dx + sw * (wo - 1) + 1:sw] for dy in range(kh) for dx in range(kw)]
+  return Tensor.stack(*taps, dim=2) if len(taps) > 1 else taps[0].unsqueeze(2)
+
+
+def conv2d(x: Tensor, w: Tensor, bias: Tensor | None = None, stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+           groups: int = 1, split: int = 1) -> Tensor:
+  """x (B, C, H, W) * w (O, C/groups, k_h, k_w) -> (B, O, H_out, W_out), as x.conv2d(w, bias, groups, stride, padding=padding)
+  computes it. `split` (dividing B) splits the weight gradient's reduction as the module docstring says."""
+  (b, c, _, _), (o, cg, kh, kw) = x.shape, w.shape
+  if c != cg * groups or o % groups: raise ValueError(f"conv2d: input has {c} channels, weight {tuple(w.shape)} with groups={groups}")
+  if b % split: raise ValueError(f"conv2d: split {split} must divide the batch {b}")
+  cols = im2col(x, (kh, kw), _pair(stride), _pair(padding))                        # (B, C, T, Ho, Wo)
+  ho, wo = cols.shape[-2:]
+  g, og, t = groups, o // groups, kh * kw
+  cols = cols.reshape(split, b // split, g, 1, cg, t, ho, wo)
+  wg = w.reshape(1, 1, g, og, cg, t, 1, 1)
+  if split > 1: wg = wg.expand(split, 1, g, og, cg, t, 1, 1).contiguous_backward()
+  y = (cols * wg).sum((4, 5)).reshape(b, o, ho, wo)
+  return y if bias is None else y + bias.reshape(1, o, 1, 1)
+
+
+def default_split(batch: int, outputs: int, reduction: int) -> int:
+  """A split for the weight gradient: enough pieces that the first kernel has ~64k outputs, each piece
+  still reducing over >= 256 numbers, and a divisor of the batch (1 when nothing is gained)."""
+  want = max(1, min(65536 // max(outputs, 1), reduction // 256))
+  for s in range(min(want, batch), 0, -1):
+    if batch % s == 0: return s
+  return 1
+
+
+class Conv2d(nn.Conv2d):
+  """nn.Conv2d (same parameters, init and state-dict keys) computed by `conv2d` above."""
+  def __call__(self, x: Tensor) -> Tensor:
+    stride, padding = _pair(self.stride), self.padding
+    if (isinstance(padding, (tuple, list)) and len(padding) != 2) or _pair(self.dilation) != (1, 1):
+      return super().__call__(x)                  # 'same' strings, asymmetric padding, dilation: tinygrad's own
+    kh, kw = self.weight.shape[2:]
+    ph, pw = _pair(padding)
+    ho, wo = (x.shape[2] + 2 * ph - kh) // stride[0] + 1, (x.shape[3] + 2 * pw - kw) // stride[1] + 1
+    split = default_split(x.shape[0], math.prod(self.weight.shape), x.shape[0] * ho * wo)
+    return conv2d(x, self.weight, self.bias, stride, (ph, pw), self.groups, split)

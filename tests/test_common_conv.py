@@ -1,0 +1,98 @@
+"""common.conv against numpy: the forward and both gradients, for stride 1 and 2, padding, groups,
+a split weight gradient, and a nearest-upsampled input (as the U-Net's decoder feeds it)."""
+import numpy as np
+import pytest
+import common  # noqa: F401
+from tinygrad import Tensor
+from common.conv import conv2d, Conv2d, default_split
+
+
+def numpy_conv(x, w, bias, stride, padding, groups):
+  """Direct definition: y[b, o, i, j] = Σ_{c in o's group, dy, dx} w[o, c, dy, dx] x_pad[b, c, s·i+dy, s·j+dx] + bias[o]."""
+  b, c, h, wd = x.shape
+  o, cg, kh, kw = w.shape
+  xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+  ho, wo = (h + 2 * padding - kh) // stride + 1, (wd + 2 * padding - kw) // stride + 1
+  y = np.zeros((b, o, ho, wo))
+  og = o // groups
+  for oc in range(o):
+    g = oc // og
+    for dy in range(kh):
+      for dx in range(kw):
+        patch = xp[:, g * cg:(g + 1) * cg, dy:dy + stride * (ho - 1) + 1:stride, dx:dx + stride * (wo - 1) + 1:stride]
+        y[:, oc] += np.einsum("bchw,c->bhw", patch, w[oc, :, dy, dx])
+  return y + bias[None, :, None, None]
+
+
+def numpy_grads(x, w, bias, stride, padding, groups, gy, eps=1e-3):
+  """∂(Σ y·gy)/∂x and /∂w by the chain rule on the direct definition (loops over taps, not autograd)."""
+  b, c, h, wd = x.shape
+  o, cg, kh, kw = w.shape
+  ho, wo = gy.shape[2:]
+  og = o // groups
+  gxp = np.zeros((b, c, h + 2 * padding, wd + 2 * padding))
+  xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+  gw = np.zeros_like(w)
+  for oc in range(o):
+    g = oc // og
+    for dy in range(kh):
+      for dx in range(kw):
+        sl = (slice(None), slice(g * cg, (g + 1) * cg), slice(dy, dy + stride * (ho - 1) + 1, stride), slice(dx, dx + stride * (wo - 1) + 1, stride))
+        gw[oc, :, dy, dx] = np.einsum("bchw,bhw->c", xp[sl], gy[:, oc])
+        gxp[sl] += np.einsum("c,bhw->bchw", w[oc, :, dy, dx], gy[:, oc])
+  return gxp[:, :, padding:padding + h, padding:padding + wd], gw, gy.sum((0, 2, 3))
+
+
+@pytest.mark.parametrize("stride, padding, groups, split, k", [(1, 1, 1, 1, 3), (2, 1, 1, 1, 3), (1, 0, 2, 1, 3), (2, 1, 1, 2, 3),
+                                                               (1, 0, 1, 4, 1), (1, 2, 1, 1, 5)])
+def test_forward_and_gradients_match_numpy(stride, padding, groups, split, k):
+  rng = np.random.default_rng(stride * 10 + padding + groups + split)
+  x = rng.standard_normal((4, 4, 9, 8)).astype(np.float32)
+  w = rng.standard_normal((6, 4 // groups, k, k)).astype(np.float32)
+  bias = rng.standard_normal(6).astype(np.float32)
+  tx, tw, tb = Tensor(x), Tensor(w), Tensor(bias)
+  y = conv2d(tx, tw, tb, stride=stride, padding=padding, groups=groups, split=split)
+  ref = numpy_conv(x.astype(np.float64), w.astype(np.float64), bias, stride, padding, groups)
+  np.testing.assert_allclose(y.numpy(), ref, rtol=1e-4, atol=1e-4)
+  gy = rng.standard_normal(ref.shape).astype(np.float32)
+  gtx, gtw, gtb = (y * Tensor(gy)).sum().gradient(tx, tw, tb)
+  gx, gw, gb = numpy_grads(x.astype(np.float64), w.astype(np.float64), bias, stride, padding, groups, gy.astype(np.float64))
+  np.testing.assert_allclose(gtx.numpy(), gx, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(gtw.numpy(), gw, rtol=1e-4, atol=1e-3)
+  np.testing.assert_allclose(gtb.numpy(), gb, rtol=1e-4, atol=1e-4)
+
+
+def test_upsampled_input_gradient_matches_numpy():
+  rng = np.random.default_rng(7)
+  x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+  w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+  bias = np.zeros(5, np.float32)
+  tx = Tensor(x)
+  up = tx.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)           # nearest 2x upsampling
+  y = conv2d(up, Tensor(w), Tensor(bias), padding=1)
+  gy = rng.standard_normal(y.shape).astype(np.float32)
+  (gtx,) = (y * Tensor(gy)).sum().gradient(tx)
+  xu = x.repeat(2, axis=2).repeat(2, axis=3).astype(np.float64)
+  np.testing.assert_allclose(y.numpy(), numpy_conv(xu, w.astype(np.float64), bias, 1, 1, 1), rtol=1e-4, atol=1e-4)
+  gxu, _, _ = numpy_grads(xu, w.astype(np.float64), bias, 1, 1, 1, gy.astype(np.float64))
+  gx = gxu.reshape(2, 3, 4, 2, 4, 2).sum((3, 5))                           # the upsampling's gradient: each 2x2 block's sum
+  np.testing.assert_allclose(gtx.numpy(), gx, rtol=1e-4, atol=1e-4)
+
+
+def test_module_is_a_drop_in_for_nn_conv2d():
+  from tinygrad import nn
+  from tinygrad.nn.state import get_state_dict
+  Tensor.manual_seed(3)
+  ours = Conv2d(4, 8, 3, stride=2, padding=1)
+  Tensor.manual_seed(3)
+  theirs = nn.Conv2d(4, 8, 3, stride=2, padding=1)
+  assert {k: v.shape for k, v in get_state_dict(ours).items()} == {k: v.shape for k, v in get_state_dict(theirs).items()}
+  x = Tensor(np.random.default_rng(0).standard_normal((8, 4, 10, 10)).astype(np.float32))
+  np.testing.assert_allclose(ours(x).numpy(), theirs(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_default_split_divides_the_batch_and_keeps_pieces_long():
+  assert default_split(128, 64 * 64 * 9, 128 * 14 * 14) == 1          # 36,864 outputs: already enough to fill a GPU
+  s = default_split(128, 32 * 3 * 9, 128 * 16 * 16)                   # 864 outputs over 32,768 numbers
+  assert s > 1 and 128 % s == 0 and 128 * 16 * 16 // s >= 256
+  assert default_split(7, 10, 10 ** 6) in (1, 7)
