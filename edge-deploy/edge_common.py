@@ -145,13 +145,16 @@ def available_memory() -> int | None:
   return None
 
 
-def check_fits(nbytes: float, what: str) -> None:
-  """One line before the work when `what` needs more than the host has free. Checked on CPU devices (and on a
-  Jetson, whose GPU shares the host's memory); elsewhere an out-of-memory error is still one line (common.run_main)."""
+def check_fits(nbytes: float, what: str, parser=None) -> None:
+  """One line before the work (the parser's error, or a UserError) when `what` needs more than the host has free.
+  Checked on CPU devices and on a Jetson, whose GPU shares the host's memory; elsewhere an out-of-memory error is
+  still one line (common.run_main)."""
   free = available_memory()
   shared = on_cpu() or os.path.exists("/dev/nvmap")
   if shared and free is not None and nbytes > free:
-    raise UserError(f"{what} needs about {nbytes / 1e9:.3g} GB, and {free / 1e9:.3g} GB of memory is available")
+    msg = f"{what} needs about {nbytes / 1e9:.3g} GB, and {free / 1e9:.3g} GB of memory is available"
+    if parser is not None: parser.error(msg)
+    raise UserError(msg)
 
 
 def add_flag(group, *names: str, **kwargs) -> None:

@@ -261,7 +261,8 @@ def stream_add_one(x: Tensor) -> Tensor:
   from tinygrad.uop.ops import KernelInfo
   def kernel(y: UOp, src: UOp) -> UOp:
     i = UOp.range(src.shape[0], 0)
-    return y[i].store(src[i] + 1).end(i).sink(arg=KernelInfo(name="stream_add_one", opts_to_apply=(Opt(OptOps.UPCAST, 0, 4), Opt(OptOps.LOCAL, 0, 128))))
+    opts = (Opt(OptOps.UPCAST, 0, 4), Opt(OptOps.LOCAL, 0, 128))
+    return y[i].store(src[i] + 1).end(i).sink(arg=KernelInfo(name="stream_add_one", opts_to_apply=opts))
   return Tensor.empty_like(x).custom_kernel(x, fxn=kernel)[0]
 
 
@@ -338,12 +339,13 @@ def decode_setting(cfg: DecodeConfig, fix: str, bench: Bench, out: Path) -> dict
   summary, records = child_out / "summary.json", child_out / "bench.json"
   for stale in (summary, records): stale.unlink(missing_ok=True)
   cmd = [sys.executable, os.path.abspath(__file__), "--matvec-fix", fix, "--llm-config", cfg.model_name, "--llm-tokens", str(cfg.tokens),
-         "--copy-mib", str(cfg.copy_mib), "--seed", str(cfg.seed), "--out", str(child_out), "--json", str(records)] + (["--quick"] if cfg.quick else [])
+         "--copy-mib", str(cfg.copy_mib), "--seed", str(cfg.seed), "--out", str(child_out), "--json", str(records)]
   print(f"\n--- decode in a fresh process with MATVEC_FIX={fix} ---", flush=True)
-  proc = subprocess.run(cmd, env={**os.environ, "MATVEC_FIX": fix})
+  proc = subprocess.run(cmd + (["--quick"] if cfg.quick else []), env={**os.environ, "MATVEC_FIX": fix})
   try: res = json.loads(summary.read_text())["llm"][fix]
-  except (OSError, ValueError, KeyError): raise UserError(f"the MATVEC_FIX={fix} decode process failed (exit {proc.returncode}); see its output above")
-  if records.exists(): bench.records += [{**r, "case": f"{r['case']} (MATVEC_FIX={fix})", "matvec_fix": fix} for r in json.loads(records.read_text())["records"]]
+  except (OSError, ValueError, KeyError): raise UserError(f"the MATVEC_FIX={fix} decode process failed (exit {proc.returncode}); see above")
+  child_records = json.loads(records.read_text())["records"] if records.exists() else []
+  bench.records += [{**r, "case": f"{r['case']} (MATVEC_FIX={fix})", "matvec_fix": fix} for r in child_records]
   return res
 
 
@@ -384,11 +386,13 @@ def parse_llama_config(text: str) -> LlamaConfig:
 
 def add_flags(p) -> None:
   g = p.add_argument_group("LLM decode (llm.py)")
-  ec.add_flag(g, "--llm-config", metavar="NAME|SIZES", default=None,
-              help=f"preset ({', '.join(LLAMA_CONFIGS)}) or dim,layers,heads,kv_heads,hidden,vocab (default llama3.2-1b on a GPU, small on a CPU; --quick tiny)")
+  ec.add_flag(g, "--llm-config", metavar="NAME|SIZES", default=None, help=f"preset ({', '.join(LLAMA_CONFIGS)}) or "
+              "dim,layers,heads,kv_heads,hidden,vocab (default llama3.2-1b on a GPU, small on a CPU; --quick tiny)")
   ec.add_flag(g, "--llm-tokens", type=ec.bounded_int(1, 100_000), default=32, help="tokens decoded per timed run")
-  ec.add_flag(g, "--matvec-fix", choices=("0", "1", "both"), default="both", help="decode with MATVEC_FIX=0, =1 or both (a setting this process lacks runs in a fresh one)")
-  ec.add_flag(g, "--copy-mib", type=ec.bounded_int(1, 1 << 20), default=None, help="buffer for the copy-bandwidth measurement (default 1024 on a GPU, 256 on a CPU; --quick 64)")
+  ec.add_flag(g, "--matvec-fix", choices=("0", "1", "both"), default="both",
+              help="decode with MATVEC_FIX=0, =1 or both (a setting this process lacks runs in a fresh one)")
+  ec.add_flag(g, "--copy-mib", type=ec.bounded_int(1, 1 << 20), default=None,
+              help="buffer for the copy-bandwidth measurement (default 1024 on a GPU, 256 on a CPU; --quick 64)")
 
 
 def config(p, args) -> DecodeConfig:
@@ -397,10 +401,12 @@ def config(p, args) -> DecodeConfig:
   name = args.llm_config or ("tiny" if args.quick else "small" if ec.on_cpu() else "llama3.2-1b")
   try: model = parse_llama_config(name)
   except argparse.ArgumentTypeError as e: p.error(f"argument --llm-config: {e}")
-  if args.bench and "matvec_fix" in args.given: p.error("--bench decodes with this process's MATVEC_FIX (set it in the environment); --matvec-fix is for the demo")
+  if args.bench and "matvec_fix" in args.given:
+    p.error("--bench decodes with this process's MATVEC_FIX (set it in the environment); --matvec-fix is for the demo")
   copy_mib = args.copy_mib or (64 if args.quick else 256 if ec.on_cpu() else 1024)
   # fp16 weights and their int8 copy alive together, two KV caches' worth, the copy buffers x and y
-  ec.check_fits(3 * model.params() + 2 * model.kv_bytes(args.llm_tokens + 8) + 2 * copy_mib * 2**20, f"--llm-config {name} with --copy-mib {copy_mib}")
+  need = 3 * model.params() + 2 * model.kv_bytes(args.llm_tokens + 8) + 2 * copy_mib * 2**20
+  ec.check_fits(need, f"--llm-config {name} with --copy-mib {copy_mib}", p)
   settings = SETTINGS if args.matvec_fix == "both" else (args.matvec_fix,)
   return DecodeConfig(name, model, args.llm_tokens, copy_mib, settings, args.seed, args.quick, ec.timing(args.quick))
 

@@ -200,7 +200,8 @@ def load_cnn(cfg: QuantizeConfig) -> dict[str, Tensor]:
   """The CNN of --load: written by this script's --save, for the --width asked, every key and shape checked."""
   from common.files import load_checkpoint, check_state_matches
   state, meta = load_checkpoint(cfg.load, script=SCRIPT, model=MODEL, required_meta=("width",))
-  if meta["width"] != cfg.width: raise common.UserError(f"checkpoint {cfg.load} holds a width-{meta['width']} CNN, not {cfg.width}: give --width {meta['width']}")
+  if meta["width"] != cfg.width:
+    raise common.UserError(f"checkpoint {cfg.load} holds a width-{meta['width']} CNN, not {cfg.width}: give --width {meta['width']}")
   check_state_matches({k: tuple(v.shape) for k, v in ec.cnn_init(cfg.width).items()}, state, f"checkpoint {cfg.load}")
   return {k: v.float().realize() for k, v in state.items()}
 
@@ -271,8 +272,8 @@ def config(p, args, modes) -> QuantizeConfig:
     p.error("--bench times an untrained CNN (speed does not depend on the weights): it neither loads nor saves one")
   sizes = args.sizes or ([128] if args.quick and args.bench else [128, 256] if args.quick else [256, 1024] if args.bench and ec.on_cpu()
                          else [256, 512, 1024] if ec.on_cpu() else [256, 512, 1024, 2048, 4096])
-  ec.check_fits(3 * max(sizes) ** 2 * 4, f"--sizes {max(sizes)} (three {max(sizes)}² fp32 matrices)")
-  ec.check_fits((args.train_size + args.test_size) * 784 * 4 + 16 * ec.cnn_param_count(args.width), "the digits and the CNN's training state")
+  ec.check_fits(3 * max(sizes) ** 2 * 4, f"--sizes {max(sizes)} (three {max(sizes)}² fp32 matrices)", p)
+  ec.check_fits((args.train_size + args.test_size) * 784 * 4 + 16 * ec.cnn_param_count(args.width), "the digits and the CNN's training state", p)
   return QuantizeConfig(width=args.width, student_width=args.student_width, steps=args.steps, train_size=args.train_size, test_size=args.test_size,
                         temperature=args.temperature, alpha=args.alpha, seeds=2 if args.quick else 3, infer_batch=64 if args.quick else 256,
                         sizes=tuple(sizes), target_pct=80.0 if args.quick else 95.0,

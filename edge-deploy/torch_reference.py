@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch baseline for edge_optimize.py: the same matmuls, the same copy-bandwidth stream and the same
+"""PyTorch baseline for quantize.py and llm.py (edge_optimize.py --bench): the same matmuls, the same copy-bandwidth stream and the same
 LLaMA-shaped fp16 decode step (random weights, KV cache, batch 1, greedy), timed with the repo's harness
 so `common.compare` can put tinygrad and PyTorch side by side.
 
@@ -10,38 +10,29 @@ PyTorch runs eagerly here (no torch.compile, no CUDA graphs): the baseline a use
 Optional: torch is not a dependency of this repo; without it the script says so and exits with status 2.
 """
 from __future__ import annotations
-import importlib.util, math, sys
-from pathlib import Path
+import math, os, sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))    # llm.py, for the model shapes (also when imported)
 import common
 from common import UserError
 from common.bench import Bench
-from common.cli import int_list
+from common.cli import int_list, positive_int
 
 PROJECT = "edge-deploy"
-
-
-def load_edge_optimize():
-  """The tinygrad script's model shapes (LLAMA_CONFIGS, parse_llama_config), so both sides decode the same model."""
-  spec = importlib.util.spec_from_file_location("edge_optimize", Path(__file__).with_name("edge_optimize.py"))
-  mod = importlib.util.module_from_spec(spec)
-  sys.modules["edge_optimize"] = mod
-  spec.loader.exec_module(mod)
-  return mod
 
 
 def main() -> int:
   p = common.project_parser(PROJECT, __doc__)
   p.add_argument("--sizes", type=int_list, default=None, help="matmul sizes (default 256,1024,4096 on CUDA, 256,1024 on CPU)")
   p.add_argument("--llm-config", default=None, help="preset or dim,layers,heads,kv_heads,hidden,vocab (default llama3.2-1b on CUDA, small on CPU)")
-  p.add_argument("--llm-tokens", type=int, default=32, help="tokens decoded in the timed run")
-  p.add_argument("--copy-mib", type=int, default=None, help="stream buffer MiB (default 1024 on CUDA, 256 on CPU)")
+  p.add_argument("--llm-tokens", type=positive_int, default=32, help="tokens decoded in the timed run")
+  p.add_argument("--copy-mib", type=positive_int, default=None, help="stream buffer MiB (default 1024 on CUDA, 256 on CPU)")
   args = p.parse_args()
   try:
     import torch
   except ImportError:
     raise UserError("PyTorch is not installed (pip install torch); it is only needed for this optional baseline")
-  eo = load_edge_optimize()
+  import llm                        # the tinygrad decode's model shapes, so both sides decode the same model
   dev = "cuda" if torch.cuda.is_available() else "cpu"
   sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
   torch.manual_seed(args.seed)
@@ -57,17 +48,17 @@ def main() -> int:
 
   # copy bandwidth: y = x + 1 over float32, read + write
   mib = args.copy_mib or (64 if args.quick else 1024 if dev == "cuda" else 256)
-  x = torch.ones(mib * 2**20 // 4, device=dev)
-  copy = bench.run(f"stream y=x+1 {mib} MiB", lambda: x + 1, rate=(2 * x.numel() * 4 / 1e9, "GB/s"), sync=sync, **timed)["value"]
-  del x
+  buf = [torch.ones(mib * 2**20 // 4, device=dev)]          # in a list, so it can be freed after timing
+  copy = bench.run(f"stream y=x+1 {mib} MiB", lambda: buf[0] + 1, rate=(2 * buf[0].numel() * 4 / 1e9, "GB/s"), sync=sync, **timed)["value"]
+  buf.clear()
 
-  # LLaMA-shaped decode in fp16 with a KV cache, the same math as edge_optimize.llama_decode
+  # LLaMA-shaped decode in fp16 with a KV cache, the same math as llm.llama_decode
   text = args.llm_config or ("tiny" if args.quick else "llama3.2-1b" if dev == "cuda" else "small")
-  try: cfg = eo.parse_llama_config(text)
+  try: cfg = llm.parse_llama_config(text)
   except Exception as e: raise UserError(f"--llm-config: {e}")
   H, Hkv, hd, d, ctx = cfg.heads, cfg.kv_heads, cfg.hd, cfg.dim, args.llm_tokens + 8
   half = torch.float16
-  R = lambda *s: (torch.randn(*s, dtype=half, device=dev) * 0.02)
+  def R(*s): return torch.randn(*s, dtype=half, device=dev) * 0.02
   w = {"embed": R(cfg.vocab, d), "norm": torch.ones(d, dtype=half, device=dev)}
   for i in range(cfg.layers):
     w |= {f"{i}.wq": R(H * hd, d), f"{i}.wk": R(Hkv * hd, d), f"{i}.wv": R(Hkv * hd, d), f"{i}.wo": R(d, H * hd),
