@@ -745,10 +745,10 @@ def main() -> int:
   args = parse_args()
   cfgs = agent_configs(args)
   if args.bench: return run_bench(args, cfgs)
-  cli.check_out_dir(args)
   if not args.load: check_memory(cfgs)
   rng = common.seed_all(args.seed)
   agents = load_agents(args.load, cfgs) if args.load else {}
+  cli.check_out_dir(args)
   timings, records = Bench(PROJECT), {}
   for name, cfg in cfgs.items(): agents[name], records[name] = run_agent(name, cfg, agents.get(name), args, rng, timings)
   write_outputs(args, agents, records, timings)
