@@ -51,24 +51,22 @@ steps if that comes first. Every --eval-every env steps (DQN) or --pg-eval-every
 RUN IT.
     NV=1 python3 reinforcement-learning/rl_agents.py --agent dqn --episodes 500    # Jetson Orin (NV backend)
     NV=1 python3 reinforcement-learning/rl_agents.py --agent reinforce --episodes 500
-    NV=1 python3 reinforcement-learning/rl_agents.py --bench            # add --json PATH for the records
-    python3 reinforcement-learning/rl_agents.py --save out/agents.safetensors   # both agents, CPU; --load evaluates
-Outputs under --out (default out/reinforcement-learning/): <agent>_curve.png (return per episode, its
-moving average, the evaluations, the loss) and summary.json. --json PATH writes the timing records
-(common.bench schema) of what ran: the benchmark, or the training and evaluation of each agent.
---quick: 10 000 DQN env steps, 300 episodes, 20 evaluation episodes, and the bar "learns measurably":
-greedy mean return ≥ 100 for each agent (untrained greedy ≈ 10, random ≈ 22). Typed flags win over it.
+    NV=1 python3 reinforcement-learning/rl_agents.py --bench            # --json PATH: the records as JSON
+    python3 reinforcement-learning/rl_agents.py --save out/agents.safetensors   # both agents on a CPU; --load evaluates
+Outputs under --out (default out/reinforcement-learning/): <agent>_curve.png (returns, evaluations, loss)
+and summary.json; --json writes the timing records (common.bench schema) of whatever ran. --quick:
+10 000 DQN env steps, 300 episodes, 20 evaluation episodes, and the bar "learns measurably": greedy mean
+return ≥ 100 for each agent (untrained greedy ≈ 10, random ≈ 22). Flags you type win over --quick.
 
-EXPECTED RESULTS (default settings, `--agent dqn|reinforce --seed S`, DEV=CPU, a shared 2-core x86 CPU;
-README.md has the times). DQN solved seeds 0–4 at 57 500, 55 000, 70 000, 65 000 and 62 500 env steps
-(579, 506, 626, 561, 619 episodes), each with a fresh greedy mean of 500.0; its defaults were chosen on
-seeds 0–2, so 3 and 4 are the held-out check. REINFORCE solved seeds 0, 1, 2 after 200, 200, 300
-episodes. DQN's evaluations rise and fall by hundreds between checks on CartPole, which is why
-training stops at the first passing one and a fresh one decides PASS/FAIL. On a Jetson Orin the runs
-are expected to be bound by kernel-launch latency (tiny networks), not FLOPs: expected, not measured.
+EXPECTED RESULTS (defaults, `--agent dqn|reinforce --seed S`, DEV=CPU; times in README.md). DQN solved
+seeds 0–4 at 57 500, 55 000, 70 000, 65 000 and 62 500 env steps, each with a fresh greedy mean of 500.0
+(defaults chosen on seeds 0–2; 3 and 4 held out); REINFORCE solved seeds 0, 1, 2 after 200, 200, 300
+episodes. DQN's evaluations swing by hundreds between checks, hence the stop at the first passing one
+and a fresh evaluation for PASS/FAIL. On a Jetson Orin the runs are expected (not measured) to be
+bound by kernel-launch latency: the networks are tiny.
 """
 import common   # first: turns NV=1 / CUDA=1 / CPU=1 into DEV=... before tinygrad reads it
-import argparse, dataclasses, functools, math, os, sys, time
+import argparse, dataclasses, math, os, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -613,8 +611,8 @@ def bench_dqn_steps(bench: Bench, cfg: DQNConfig, quick: bool, rng: np.random.Ge
   sched = Tensor([1.0, float(cfg.buffer)]).realize()
   for i in range(0, min(cfg.buffer, 4000), cfg.envs): dqn.collect_jit(sched, dqn.memory.ptr_var.bind(i), dqn.slot_var.bind(0))
   for b in ([32, 128] if quick else [32, 128, 512]):
-    step = TinyJit(functools.partial(dqn.update, batch=b))       # one JIT per batch size
-    bench.run(f"dqn train step B={b} (sample, TD target, Huber, Adam)", lambda: step(sched[1:2]), iters=20 if quick else 200)
+    step = TinyJit(lambda sched, b=b: dqn.update(sched[1:2], b))       # one JIT per batch size
+    bench.run(f"dqn train step B={b} (sample, TD target, Huber, Adam)", lambda: step(sched), iters=20 if quick else 200)
   bench.run(f"dqn iteration N={cfg.envs} B={cfg.batch} (act+step+store+{cfg.grad_steps} train steps)",
             lambda: dqn.iterate_jit(sched, dqn.memory.ptr_var.bind(0), dqn.slot_var.bind(0)), iters=20 if quick else 200)
   # the anchor workload: a 4-128-128-2 MLP, Adam, batch 128 (compare with torch_reference.py)

@@ -26,25 +26,26 @@ def parse_args(argv=None):
   p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="torch device (auto: cuda when available)")
   p.add_argument("--json", metavar="PATH", default=None, help="also write one JSON record per case here")
   p.add_argument("--quick", action="store_true", help="fewer repeats and sizes (seconds)")
-  p.add_argument("--seed", type=int, default=0, help="random seed")
-  p.add_argument("--threads", type=cli.positive_int, default=None, help="torch CPU threads (default: torch's choice; 1 matches tinygrad's CPU backend)")
+  p.add_argument("--seed", type=cli.seed_int, default=0, help="random seed")
+  p.add_argument("--threads", type=cli.positive_int, default=None,
+                 help="torch CPU threads (default: torch's choice; 1 matches tinygrad's CPU backend)")
   return p.parse_args(argv)
 
 
-def main(a) -> int:
+def main(args) -> int:
   try:
     import torch
   except ImportError:
     raise cli.UserError("PyTorch is not installed: pip install torch (it is only needed for this reference)")
   import numpy as np
   from common.bench import Bench
-  dev = "cuda" if a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available()) else "cpu"
+  dev = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
   if dev == "cuda" and not torch.cuda.is_available(): raise cli.UserError("--device cuda: torch sees no CUDA device")
-  torch.manual_seed(a.seed)
-  if a.threads: torch.set_num_threads(a.threads)
+  torch.manual_seed(args.seed)
+  if args.threads: torch.set_num_threads(args.threads)
   sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
   bench = Bench(PROJECT, device="torch:" + dev, renderer="torch " + torch.__version__)
-  iters = 20 if a.quick else 200
+  iters = 20 if args.quick else 200
 
   def mlp():
     return torch.nn.Sequential(torch.nn.Linear(OBS_DIM, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, HIDDEN),
@@ -66,7 +67,7 @@ def main(a) -> int:
   table = torch.randn(CAPACITY, 11, device=dev)
   table[:, 4] = torch.randint(0, 2, (CAPACITY,), device=dev).float()     # action
   table[:, 5], table[:, 6] = 1.0, (torch.rand(CAPACITY, device=dev) < 0.05).float()   # reward, terminated
-  for b in ([32, 128] if a.quick else [32, 128, 512]):
+  for b in ([32, 128] if args.quick else [32, 128, 512]):
     def dqn_step(b=b):
       rows = table[torch.randint(0, CAPACITY, (b,), device=dev)]
       s, act, r, term, s2 = rows[:, :4], rows[:, 4].long(), rows[:, 5], rows[:, 6], rows[:, 7:]
@@ -87,24 +88,23 @@ def main(a) -> int:
     gym = None
     print("note: gymnasium is not installed, so its environment steps/s are not measured (pip install gymnasium)")
   if gym is not None:
-    rng = np.random.default_rng(a.seed)
-    env, steps = gym.make("CartPole-v1"), 200 if a.quick else 2000
-    env.reset(seed=a.seed)
+    rng = np.random.default_rng(args.seed)
+    env, steps = gym.make("CartPole-v1"), 200 if args.quick else 2000
+    env.reset(seed=args.seed)
     def gym_env():
       for _ in range(steps):
         _, _, term, trunc, _ = env.step(int(rng.integers(2)))
         if term or trunc: env.reset()
-    bench.run("gymnasium env step (1 env)", gym_env, rate=(steps, "env-steps/s"), warmup=1, iters=5 if a.quick else 20, sync=lambda: None)
-    for n in ([1, 64] if a.quick else [1, 64, 1024, 8192]):
+    bench.run("gymnasium env step (1 env)", gym_env, rate=(steps, "env-steps/s"), warmup=1, iters=5 if args.quick else 20, sync=lambda: None)
+    for n in ([1, 64] if args.quick else [1, 64, 1024, 8192]):
       venv = gym.make_vec("CartPole-v1", num_envs=n, vectorization_mode="vector_entry_point")
-      venv.reset(seed=a.seed)
+      venv.reset(seed=args.seed)
       def vec_step(venv=venv, n=n): venv.step(rng.integers(0, 2, n))
       bench.run(f"gymnasium vector env step N={n}", vec_step, rate=(n, "env-steps/s"), iters=iters, sync=lambda: None)
   bench.print(f"{PROJECT} PyTorch / Gymnasium reference")
-  bench.write_json(a.json)
+  bench.write_json(args.json)
   return 0
 
 
 if __name__ == "__main__":
-  args = parse_args()
-  sys.exit(cli.run_main(lambda: main(args)))
+  sys.exit(cli.run_main(lambda: main(parse_args()), open_device=False))     # torch only: tinygrad's device is not needed
