@@ -353,23 +353,24 @@ class DQN:
   def train(self, evaluate) -> History:
     """Iterate until a greedy evaluation reaches the target return or a budget is spent."""
     cfg, mem, hist = self.cfg, self.memory, History()
-    slot, trained, next_eval, read_at = 0, 0, cfg.eval_every, self.iterations_to_next_read(hist)
+    slot, window, trained, next_eval, read_at = 0, 0, 0, cfg.eval_every, self.iterations_to_next_read(hist)
     bar = common.progress(total=cfg.steps, desc="DQN")
     while not hist.stopped:
       sched = Tensor([linear_schedule(cfg.eps_start, cfg.eps_end, hist.env_steps / cfg.eps_steps), float(max(mem.size, 1))]).realize()
       ptr, log_slot = mem.ptr_var.bind(mem.pos), self.slot_var.bind(slot)
       if hist.env_steps < cfg.learning_starts: self.collect_jit(sched, ptr, log_slot)
       else:
-        if slot == 0: self.set_lr(hist.env_steps)
+        if window == 0: self.set_lr(hist.env_steps)      # after each scheduled read, so the episode budget leaves it alone
         self.iterate_jit(sched, ptr, log_slot)
         trained, before, hist.grad_steps = trained + 1, hist.grad_steps, hist.grad_steps + cfg.grad_steps
         for _ in range(hist.grad_steps // cfg.target_every - before // cfg.target_every): self.target_jit()
       mem.advance()
-      hist.env_steps, slot = hist.env_steps + cfg.envs, slot + 1
+      hist.env_steps, slot, window = hist.env_steps + cfg.envs, slot + 1, window + 1
       bar.update(cfg.envs)
-      if slot == read_at or hist.env_steps >= next_eval or hist.env_steps >= cfg.steps:
+      scheduled = window == self.LOG or hist.env_steps >= next_eval or hist.env_steps >= cfg.steps
+      if scheduled or slot == read_at:           # the extra reads find the iteration in which the episode budget is reached
         self.read_logs(hist, slot, trained)
-        slot, trained, read_at = 0, 0, self.iterations_to_next_read(hist)
+        slot, trained, read_at, window = 0, 0, self.iterations_to_next_read(hist), 0 if scheduled else window
         bar.set_description(f"DQN return(20) {np.mean(hist.returns[-20:]) if hist.returns else 0:5.1f}")
       if hist.env_steps >= next_eval:
         next_eval += cfg.eval_every
@@ -381,7 +382,7 @@ class DQN:
 
   def iterations_to_next_read(self, hist: History) -> int:
     """At most `envs` episodes end per iteration, so the episode budget cannot be reached sooner."""
-    return max(1, min(self.LOG, -(-(self.cfg.episodes - len(hist.returns)) // self.cfg.envs)))
+    return max(1, -(-(self.cfg.episodes - len(hist.returns)) // self.cfg.envs))
 
   def read_logs(self, hist: History, slots: int, trained: int) -> None:
     lengths = self.episode_log.numpy()[:slots].flatten()
