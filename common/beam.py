@@ -53,6 +53,7 @@ class SearchState:
   deadline: float | None = None        # perf_counter() at which the current kernel's search must stop
   installed: bool = False
   events: list[str] = field(default_factory=list)
+  kernels: list[tuple[str, str, str, float, float]] = field(default_factory=list)   # name, heuristic opts, BEAM opts, seconds, seconds
 
   @property
   def speedup(self) -> float: return self.base_s / self.best_s if self.best_s > 0 else 1.0
@@ -166,15 +167,32 @@ def _measure(s, found, rawbufs, var_vals, heuristic) -> None:
   """Time the heuristic's and BEAM's version of one kernel with tinygrad's own timer (min of 3)."""
   from tinygrad.codegen.opt import search
   try:
-    times = []
-    for sched in (heuristic(s.copy()), found):
+    times, scheds = [], (heuristic(s.copy()), found)
+    for sched in scheds:
       compiled = search._try_compile((0, sched))[1]
       if compiled is None: return
       times.append(min(search._time_program(compiled[0], var_vals, search._ensure_buffer_alloc(rawbufs), allow_test_size=False)))
     STATE.base_s += times[0]
     STATE.best_s += times[1]
+    STATE.kernels.append((_plain(s.copy().get_optimized_ast().arg.name), _opts(scheds[0]), _opts(scheds[1]), times[0], times[1]))
   except Exception as e:    # timing is for the report only: never let it break the run
     STATE.events.append(f"timing failed: {type(e).__name__}")
+
+
+def _plain(text: str) -> str:
+  import re
+  return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _opts(sched) -> str: return " ".join(f"{o.op.name}({o.axis},{o.arg})" for o in sched.applied_opts)
+
+
+def kernel_report() -> str:
+  """Per searched kernel: the heuristic's opts and time, BEAM's opts and time (BEAM_REPORT=1 prints it at exit)."""
+  rows = ["| kernel | heuristic opts | µs | BEAM opts | µs | speedup |", "|---|---|---:|---|---:|---:|"]
+  for name, h, b, th, tb in STATE.kernels:
+    rows.append(f"| {name} | {h} | {th * 1e6:.1f} | {b} | {tb * 1e6:.1f} | {th / tb if tb > 0 else 0:.2f}x |")
+  return "\n".join(rows)
 
 
 def _advance() -> None:
@@ -190,6 +208,7 @@ def _advance() -> None:
 
 def _report() -> None:
   if STATE.searched or STATE.cached or STATE.heuristic: print(STATE.summary(), file=sys.stderr, flush=True)
+  if os.environ.get("BEAM_REPORT") and STATE.kernels: print(kernel_report(), file=sys.stderr, flush=True)
 
 
 # ---- keeping and sharing the cache ------------------------------------------------------------

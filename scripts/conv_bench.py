@@ -35,7 +35,7 @@ def flops(b, cin, cout, hw, k, stride, up) -> float:
   return 3 * 2 * b * cin * cout * k * k * out * out        # forward, input gradient, weight gradient
 
 
-def tinygrad_cases(bench, layers, dtype_name, profile):
+def tinygrad_cases(bench, layers, dtype_name, profile, which):
   from tinygrad import Tensor, TinyJit, dtypes
   from common.conv import conv2d, default_split
   dt = dtypes.half if dtype_name == "fp16" else dtypes.float
@@ -46,10 +46,10 @@ def tinygrad_cases(bench, layers, dtype_name, profile):
     out = (h_in + 2 * (k // 2) - k) // s + 1
     g = Tensor.randn(b, cout, out, out, dtype=dt).realize()
     split = default_split(b, cout * cin * k * k, b * out * out)
-    variants = {"tinygrad conv2d": lambda x, w: x.conv2d(w, stride=s, padding=k // 2),
-                "common.conv split=1": lambda x, w: conv2d(x, w, stride=s, padding=k // 2),
-                f"common.conv split={split}": lambda x, w: conv2d(x, w, stride=s, padding=k // 2, split=split)}
-    if split == 1: del variants["common.conv split=1"]
+    variants = {"tinygrad conv2d": lambda x, w: x.conv2d(w, stride=s, padding=k // 2)} if "conv2d" in which else {}
+    for sp in sorted({1, split}):
+      if ("split1" if sp == 1 else "split") in which:
+        variants[f"common.conv split={sp}"] = lambda x, w, sp=sp: conv2d(x, w, stride=s, padding=k // 2, split=sp)
     for label, fn in variants.items():
       def step(x, w, g, fn=fn):
         xi = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3) if up else x
@@ -88,12 +88,17 @@ def main() -> int:
   p.add_argument("--torch", action="store_true", help="also time PyTorch (CUDA) in the same run")
   p.add_argument("--profile", action="store_true", help="print the top kernels of each tinygrad case")
   p.add_argument("--json", default=None)
+  p.add_argument("--only", default=None, help="comma-separated substrings: only layers whose name holds one")
+  p.add_argument("--variants", default="conv2d,split1,split", help="which tinygrad variants: conv2d, split1, split")
+  p.add_argument("--beam-minutes", type=float, default=None, help="BEAM budget (with JITBEAM=N)")
   args = p.parse_args()
-  layers = [layer for group in args.layers.split(",") for layer in LAYERS[group]]
+  layers = [layer for group in args.layers.split(",") for layer in LAYERS[group] if not args.only or any(o in layer[0] for o in args.only.split(","))]
+  from common import beam
+  if beam.beam_level() > 0: beam.install("conv-bench", args.beam_minutes)
 
   def run() -> int:
     bench = Bench("conv")
-    tinygrad_cases(bench, layers, args.dtype, args.profile)
+    tinygrad_cases(bench, layers, args.dtype, args.profile, args.variants.split(","))
     bench.print(f"conv layers, {args.dtype}")
     if args.torch:
       bench_torch = Bench("conv", device="torch:cuda", renderer="cudnn")
