@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The two set-up commands from README.md, on a fresh Debian/Ubuntu machine with Python >= 3.11:
 #   bash scripts/dev.sh tour    # set up, then a short tour of the projects (artifacts under out/)
-#   bash scripts/dev.sh test    # set up, then the test suite
+#   bash scripts/dev.sh test    # set up, then the test suite and the linter
 # Set-up: checks Python, makes sure clang (tinygrad's CPU compiler) and venv support are present --
 # installing them with apt-get when run as root, otherwise stopping with the exact command to run --
 # then creates .venv and installs this repo with its test extra. Extra arguments go to the tour or
@@ -64,4 +64,8 @@ fi
 export PYTHONUNBUFFERED=1
 if [ "$cmd" = tour ]; then exec .venv/bin/python -m common.tour "$@"; fi
 # both cores: the suite is dominated by single-threaded kernel compilation (PYTEST_WORKERS=0 for serial)
-exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
+status=0
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@" || status=$?
+say "ruff (lint, tinygrad's rules: pyproject.toml)"
+.venv/bin/ruff check . || status=$((status ? status : 1))
+exit "$status"
