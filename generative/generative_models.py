@@ -5,14 +5,16 @@ THE DATA. Synthetic handwritten-style digits from common/digits.py (no download)
 drawn with Pillow with random glyph size, stroke width, rotation, shear, translation, elastic jitter
 and noise, deterministically from --seed, with a held-out split. `--dataset shapes` gives coloured
 geometric shapes (RGB) instead; `--data PATH` reads MNIST idx files (.gz or raw) or a folder of images
-(class subfolders give labels). Images x are (N, C, S, S) in [0, 1]; S = --size (28 or 32).
+(class subfolders give labels; common.datasets reads both). Images x are (N, C, S, S) in [0, 1]; S = --size.
 
 1. AUTOENCODER: compress, then reconstruct.
      encoder  x (B,C,S,S) -conv3x3/2-> (B,32,S/2,S/2) -conv3x3/2-> (B,64,S/4,S/4) -flatten-linear-> z (B,L)
      decoder  z -linear-> (B,64,S/4,S/4) -upsample x2, conv3x3-> (B,32,S/2,S/2) -upsample x2, conv3x3-> x̂ (B,C,S,S)
      loss     MSE(x̂, x) = mean (x̂ - x)^2, Adam, one TinyJit'd step.
    A 32-number z has to hold what matters about a 784-pixel digit; walking on a straight line between
-   two digits' z and decoding shows what the latent space learned (interpolation.png).
+   two digits' z and decoding shows what the latent space learned (ae_interpolation.png). The check:
+   the held-out MSE must beat predicting the training set's mean image (a collapsed autoencoder that
+   outputs one blurry or black image does not), and in the default setting also be <= 0.01.
 
 2. DDPM (Ho et al. 2020): learn to undo gradual noising.
    Forward process, fixed: q(x_t | x_{t-1}) = N(sqrt(1-β_t) x_{t-1}, β_t I), t = 1..T, T = 1000, with
@@ -30,12 +32,12 @@ geometric shapes (RGB) instead; `--data PATH` reads MNIST idx files (.gz or raw)
    Training a step: pick t and ε per image, form x_t in one line, regress ε. Images are scaled to [-1, 1].
    Sampling, ancestral: x_T ~ N(0, I), then for t = T..1
        x̂_0 = clip((x_t - sqrt(1 - ᾱ_t) ε_θ) / sqrt(ᾱ_t), -1, 1),  x_{t-1} = μ̃_t(x̂_0, x_t) + sqrt(β̃_t) z
-   (the same step as the ε form above, with x̂_0 kept inside the data range), 1000 network calls.
+   (the same step as the ε form above, with x̂_0 kept inside the data range), T network calls.
    Sampling, DDIM (Song et al. 2021, η = 0): deterministic jumps over a subsequence τ of --ddim-steps
    timesteps: x_{τ'} = sqrt(ᾱ_{τ'}) x̂_0 + sqrt(1 - ᾱ_{τ'}) ε̂, 50 calls instead of 1000, with x̂_0 clipped as
    above and ε̂ = (x_τ - sqrt(ᾱ_τ) x̂_0) / sqrt(1 - ᾱ_τ) the noise that this x̂_0 implies (ε_θ itself where
    x̂_0 was in range). With the raw ε_θ instead, whatever the clip cut off x̂_0 returns into x_{τ'} with the
-   opposite sign: guidance, which pushes x̂_0 far out of range, then turned guided samples into other classes.
+   opposite sign: guidance, which pushes x̂_0 far out of range, then turns guided samples into other classes.
    Network: a small U-Net. ε_θ(x_t, t, y): conv in -> [res block] at S, S/2, S/4 going down (each
    res block: GroupNorm, SiLU, conv3x3, + time embedding, GroupNorm, SiLU, conv3x3, + skip), self-
    attention at S/4, then up again with the skips concatenated; t enters as a sinusoidal embedding
@@ -45,42 +47,49 @@ geometric shapes (RGB) instead; `--data PATH` reads MNIST idx files (.gz or raw)
    10 % of the time so one network learns p(x|y) and p(x); classifier-free guidance samples with
    ε = ε_θ(x, ∅) + w (ε_θ(x, y) - ε_θ(x, ∅)), w = --guidance.
 
-3. MEASURING SAMPLES. A small CNN classifier is trained on the same data (held-out accuracy printed,
-   target >= 98 %). On generated digits it reports: the fraction classified with confidence >= 0.9,
-   the class histogram (every class should be 5-15 % of samples), and the Fréchet distance between its
-   128-d penultimate features for real held-out digits and for samples:
+3. MEASURING SAMPLES. A small CNN classifier (the judge) is trained on the same data. On generated
+   images it reports: the fraction classified with confidence >= 0.9, the class histogram (each class's
+   share of the samples), and the Fréchet distance between its 128-d penultimate features for real
+   held-out images and for samples:
        FD = |μ_r - μ_g|² + Tr(Σ_r + Σ_g - 2 (Σ_r Σ_g)^(1/2))      (the FID recipe with our own classifier).
-   With --cond: the classifier's accuracy on samples of each requested class.
+   With --cond: the classifier's accuracy on samples of each requested class. The judge needs labels with
+   at least 2 classes; without them the DDPM is checked by its loss alone.
 
 RUN (writes to out/generative/): on a Jetson `NV=1 python3 generative/generative_models.py`, on a laptop
 `python3 generative/generative_models.py` (tinygrad's CPU device).
-  --quick                 for tests: 600 digits, width-8 U-Net, batch 16, 40-50 steps per model; checks that
-                          the AE loss falls 2x and the DDPM loss 3x (a few minutes on a 2-core CPU, mostly compiling)
-  (default)               minutes on a 2-core CPU: autoencoder on 6000 digits (checks held-out MSE <= 0.01),
-                          classifier (checks >= 98 %), a width-16 DDPM for 800 steps (checks its loss falls 3x);
-                          its sample quality is printed but not checked: diffusion needs far more compute
+  (default, or --train)   autoencoder on 6000 digits for 1500 steps (checks held-out MSE <= 0.01 and <= 0.5x
+                          the mean image's), the judge (checks >= 98 % held-out), a width-16 DDPM for 800 steps
+                          (checks its loss falls 3x and that the judge finds DDPM-CONFIDENT_PCT % of 100 DDIM samples
+                          confident with every class at least DDPM_SHARE_PCT %; with --cond: mean per-class accuracy
+                          >= 20 %). About an hour on a 2-core CPU.
+  --quick                 for tests, seconds: 600 digits, a width-8 U-Net, batch 16, few steps per model; checks
+                          that the AE beats 0.9x the mean image's MSE, the judge reaches 50 %, the DDPM loss falls 3x
   --full                  the quality setting, sized for a GPU: 30000 digits, width-64 U-Net, batch 128, cosine β,
                           EMA 0.999, up to 20000 steps or 5 minutes of DDPM training (--ddpm-minutes), 500
                           DDIM samples; checks >= 80 % confident samples with every class 5-15 %
                           (with --cond: >= 90 % accuracy for every requested class)
-  --model ae|ddpm|all     which models to train; --cond --guidance W for class conditioning
+  --model autoencoder|diffusion|all (aliases ae, ddpm)   which models to train; --cond --guidance W for classes
+  --train --steps N       train for N steps each model --model picks (the judge keeps --clf-steps)
   --schedule linear|cosine, --ddim-steps N, --ema D, --width C, --latent L, --size 28|32
   --bench                 times AE and DDPM train steps (batch 32/128), U-Net forward, sampling steps
-                          (--model ae / ddpm: only those cases; --full: the width-64 U-Net; --quick: batch 32,
-                          width 8, no DDPM train step)
-  --save PATH / --load PATH   all trained models in one .safetensors; --load skips their training
+                          (--model autoencoder / diffusion: only those cases; --full: the width-64 U-Net;
+                          --quick: batch 32, width 8, no DDPM train step)
+  --save PATH / --load PATH   all trained models in one .safetensors; --load evaluates them without training
+  --json PATH             the timing records (common.bench schema): --bench's cases, or the demo's train steps
   JITBEAM=2               lets tinygrad search kernel schedules for the JIT'd steps (slow first call, faster after)
-Outputs: ae_reconstructions.png (rows: input, output), ae_interpolation.png, ae_loss.png, ddpm_samples.png,
-ddpm_denoising.png (one sample from noise to digit), ddpm_loss.png, classifier_loss.png, summary.json.
+  --quick, --full and --train --steps change defaults only: a flag you type wins.
+Outputs: ae_reconstructions.png (rows: input, output), ae_interpolation.png, ae_loss.png, classifier_loss.png,
+ddpm_samples.png (DDIM), ddpm_samples_ancestral.png (with --ancestral-samples > 0), ddpm_denoising.png (one
+sample from noise to image), ddpm_loss.png, summary.json (every figure printed, and the settings).
 
 EXPECTED RESULTS: see generative/README.md for the figures measured on this code (2-core CPU; H200 with
 DEV=CUDA). Orin figures have not been measured; expect the GPU setting to run there several times slower
 than on the H200.
 """
 from __future__ import annotations
-import common  # first: turns NV=1 / CUDA=1 into DEV=... before tinygrad reads it
-import gc, gzip, math, os, struct, sys, time
-from dataclasses import dataclass
+import common  # noqa: F401  (first: turns NV=1 / CUDA=1 into DEV=... before tinygrad reads it)
+import gc, math, sys, time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -88,186 +97,81 @@ from tinygrad import Tensor, TinyJit, nn, dtypes
 from tinygrad.helpers import Context, GlobalCounters
 from tinygrad.nn.state import get_parameters, get_state_dict
 
-from common import UserError, check, progress, project_parser, run_main, seed_all
-from common.cli import nonnegative_float, positive_float, positive_int, probability
-from common.digits import DIGIT_NAMES, SHAPE_NAMES, digit_splits, shape_splits
-from common.files import (check_state_matches, load_checkpoint, out_dir, read_image, save_checkpoint, save_image,
-                          save_json)
+from common import UserError, check, log, progress, project_parser, run_main, seed_all
+from common.cli import check_out_dir, float_range, nonnegative_float, nonnegative_int, positive_float, positive_int, probability
+from common.files import save_image, save_json
 from common.plots import image_grid, plot_curves
+from common.train import predict_in_batches, realize_init, shuffled_batches
 
-PROJECT = "generative"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-# ==== 1. data ======================================================================================
-
-@dataclass
-class Data:
-  x_train: np.ndarray      # (N, C, S, S) float32 in [0, 1]
-  y_train: np.ndarray      # (N,) int64, -1 where unlabelled
-  x_test: np.ndarray
-  y_test: np.ndarray
-  names: tuple[str, ...]   # class names; empty when unlabelled
-  source: str
-
-  @property
-  def labelled(self) -> bool: return len(self.names) > 0 and (self.y_train >= 0).all()
+PROJECT, SCRIPT = "generative", "generative/generative_models.py"
 
 
-def read_idx(path: Path) -> np.ndarray:
-  """MNIST's idx format: 2 zero bytes, a type byte (0x08 = uint8), the number of dimensions, one
-  big-endian uint32 per dimension, then the data. Images are idx3 (N, 28, 28), labels idx1 (N,)."""
-  try:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b": raw = gzip.decompress(raw)
-  except (OSError, EOFError, gzip.BadGzipFile) as e:
-    raise UserError(f"{path}: cannot read ({type(e).__name__}: {e})")
-  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] not in (1, 3):
-    raise UserError(f"{path}: not an MNIST idx file (magic {raw[:4].hex() or 'missing'}, expected 00000801 or 00000803)")
-  ndim = raw[3]
-  dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-  count = int(np.prod(dims))
-  if len(raw) != 4 + 4 * ndim + count:
-    raise UserError(f"{path}: header says {'x'.join(map(str, dims))} values but the file holds {len(raw) - 4 - 4 * ndim}")
-  return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+# ==== 1. configuration =============================================================================
+
+@dataclass(frozen=True)
+class AEConfig:
+  channels: int = 1
+  size: int = 28                # S: the image side
+  latent: int = 32              # L: the bottleneck
+  lr: float = 1e-3
+  steps: int = 1500
+  batch: int = 32
 
 
-def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
-  """(N, H, W[, C]) uint8 -> (N, C, size, size) float32 in [0, 1]."""
-  from PIL import Image
-  if images.ndim == 3: images = images[..., None]
-  if images.shape[1:3] != (size, size):
-    images = np.stack([np.asarray(Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im).resize((size, size), Image.Resampling.BILINEAR))
-                       .reshape(size, size, -1) for im in images])
-  return images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+@dataclass(frozen=True)
+class DDPMConfig:
+  channels: int = 1
+  size: int = 28
+  width: int = 16               # U-Net base channels C (widths C, 2C, 2C)
+  n_classes: int = 0            # > 0: class-conditional, with classifier-free guidance
+  T: int = 1000
+  schedule: str = "linear"
+  lr: float = 1e-3
+  steps: int = 800
+  batch: int = 32
+  ema: float = 0.995            # EMA decay of the sampling weights
+  p_uncond: float = 0.1         # how often training drops a label to the null class
+  max_seconds: float | None = None
+  guidance: float = 2.0         # w of classifier-free guidance
+  ddim_steps: int = 50
+  n_samples: int = 100          # DDIM samples the judge scores
+  ancestral_samples: int = 4    # samples drawn with the T-step ancestral sampler
 
 
-def load_mnist_idx(path: Path, size: int) -> Data:
-  """A folder with train-images-idx3-ubyte[.gz] + train-labels-idx1-ubyte[.gz] (and optionally the
-  t10k- pair as held-out set), or one images file whose labels file sits beside it."""
-  def pair(images_file: Path) -> tuple[np.ndarray, np.ndarray]:
-    x = read_idx(images_file)
-    labels_file = images_file.with_name(images_file.name.replace("images-idx3", "labels-idx1").replace("images.idx3", "labels.idx1"))
-    if labels_file == images_file or not labels_file.exists():
-      raise UserError(f"{images_file}: no labels file beside it (expected {labels_file.name})")
-    y = read_idx(labels_file)
-    if x.ndim != 3 or y.ndim != 1: raise UserError(f"{images_file}: expected idx3 images and idx1 labels, got {x.ndim}-d and {y.ndim}-d")
-    if len(x) != len(y): raise UserError(f"{images_file}: {len(x)} images but {labels_file.name} has {len(y)} labels")
-    if len(x) == 0: raise UserError(f"{images_file}: no images")
-    return resize_batch(x, size), y.astype(np.int64)
-  if path.is_file():
-    x, y = pair(path)
-    test = None
-  else:
-    find = lambda prefix: next((p for p in sorted(path.iterdir()) if p.name.startswith(prefix) and "idx3" in p.name), None)
-    train_file, test_file = find("train-images"), find("t10k-images")
-    x, y = pair(train_file)
-    test = pair(test_file) if test_file else None
-  if test is None:    # hold out the last sixth (MNIST's own ratio)
-    cut = len(x) - max(1, len(x) // 6)
-    test, x, y = (x[cut:], y[cut:]), x[:cut], y[:cut]
-  names = tuple(str(i) for i in range(int(max(y.max(), test[1].max())) + 1))
-  return Data(x, y, test[0], test[1], names, f"MNIST idx files at {path}")
+@dataclass(frozen=True)
+class JudgeConfig:
+  channels: int = 1
+  size: int = 28
+  n_classes: int = 10
+  lr: float = 1e-3
+  steps: int = 400
+  batch: int = 32
 
 
-def load_image_folder(path: Path, size: int, seed: int) -> Data:
-  """A folder of images: class subfolders (their names are the labels) or images directly (no labels).
-  Grayscale unless some image has colour. A tenth, chosen by --seed, is held out."""
-  subdirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
-  images_of = lambda d: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-  groups = [(d.name, images_of(d)) for d in subdirs] if subdirs else [("", images_of(path))]
-  groups = [(n, files) for n, files in groups if files]
-  files = [(f, i if subdirs else -1) for i, (_, fs) in enumerate(groups) for f in fs]
-  if not files: raise UserError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, also in subfolders)")
-  rgb = [read_image(f, "RGB") for f, _ in files]
-  colour = any(np.abs(a.astype(np.int16) - a[..., :1]).max() > 8 for a in rgb)
-  from PIL import Image
-  x = np.stack([np.asarray(Image.fromarray(a if colour else a[..., 0]).resize((size, size), Image.Resampling.BILINEAR)).reshape(size, size, -1)
-                for a in rgb]).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-  y = np.array([label for _, label in files], dtype=np.int64)
-  if len(x) < 2: raise UserError(f"{path}: need at least 2 images (one to hold out), found {len(x)}")
-  order = np.random.default_rng(seed).permutation(len(x))
-  n_test = max(1, len(x) // 10)
-  te, tr = order[:n_test], order[n_test:]
-  names = tuple(n for n, _ in groups) if subdirs else ()
-  return Data(x[tr], y[tr], x[te], y[te], names, f"image folder {path} ({len(x)} images{', RGB' if colour else ''})")
+@dataclass(frozen=True)
+class Targets:
+  """What "it worked" means in one setting; None: not checked there."""
+  ae_vs_mean: float                        # held-out MSE / the mean image's MSE, at most
+  ae_mse: float | None = None              # held-out MSE, at most
+  judge_accuracy: float | None = None      # the judge's held-out accuracy, %, at least
+  ddpm_loss_drop: float | None = 3.0       # first / last training loss, at least
+  confident: float | None = None           # % of samples the judge classifies with p >= 0.9, at least
+  class_share: tuple[float, float] | None = None   # every class's share of the samples, % (lowest, highest)
+  cond_mean_accuracy: float | None = None  # --cond: mean of the per-class accuracies, %, at least
+  cond_worst_accuracy: float | None = None  # --cond: the worst requested class's accuracy, %, at least
 
 
-def load_data(args) -> Data:
-  if args.data is None:
-    if args.dataset == "shapes":
-      xtr, ytr, xte, yte = shape_splits(args.n_train, args.n_test, args.seed, args.size)
-      return Data(xtr, ytr, xte, yte, SHAPE_NAMES, "synthetic coloured shapes (common/digits.py)")
-    xtr, ytr, xte, yte = digit_splits(args.n_train, args.n_test, args.seed, args.size)
-    return Data(xtr, ytr, xte, yte, DIGIT_NAMES, "synthetic digits (common/digits.py)")
-  path = Path(args.data)
-  if not path.exists(): raise UserError(f"--data {path}: no such file or folder")
-  is_idx = path.is_file() or any("idx3" in p.name for p in path.iterdir())
-  return load_mnist_idx(path, args.size) if is_idx else load_image_folder(path, args.size, args.seed)
+# measured (generative/README.md): the default setting's 100 DDIM samples are 73 % confident, rarest class 4 %
+DDPM_CONFIDENT, DDPM_SHARE = 50.0, 2.0
+TARGETS = {
+  "quick": Targets(ae_vs_mean=0.9, judge_accuracy=50.0),
+  "default": Targets(ae_vs_mean=0.5, ae_mse=0.01, judge_accuracy=98.0, confident=DDPM_CONFIDENT, class_share=(DDPM_SHARE, 100.0),
+                     cond_mean_accuracy=20.0),
+  "full": Targets(ae_vs_mean=0.5, ae_mse=0.01, judge_accuracy=98.0, confident=80.0, class_share=(5.0, 15.0), cond_worst_accuracy=90.0),
+}
 
 
-def batches(n: int, batch: int, rng: np.random.Generator):
-  """Endless random minibatch indices, reshuffled every epoch."""
-  while True:
-    order = rng.permutation(n)
-    for i in range(0, n - batch + 1, batch): yield order[i:i + batch]
-
-
-# ==== 2. the convolutional autoencoder =============================================================
-
-def upsample2x(x: Tensor) -> Tensor:
-  """Nearest-neighbour x2 as a reshape + expand: no gather, fuses into the next conv."""
-  b, c, h, w = x.shape
-  return x.reshape(b, c, h, 1, w, 1).expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
-
-
-class Autoencoder:
-  def __init__(self, channels: int, size: int, latent: int):
-    self.side = size // 4                                  # two stride-2 convs: S -> S/2 -> S/4
-    self.enc1, self.enc2 = nn.Conv2d(channels, 32, 3, stride=2, padding=1), nn.Conv2d(32, 64, 3, stride=2, padding=1)
-    self.to_latent = nn.Linear(64 * self.side ** 2, latent)
-    self.from_latent = nn.Linear(latent, 64 * self.side ** 2)
-    self.dec1, self.dec2 = nn.Conv2d(64, 32, 3, padding=1), nn.Conv2d(32, channels, 3, padding=1)
-
-  def encode(self, x: Tensor) -> Tensor:                   # (B, C, S, S) -> (B, L)
-    h = self.enc2(self.enc1(x).silu()).silu()
-    return self.to_latent(h.flatten(1))
-
-  def decode(self, z: Tensor) -> Tensor:                   # (B, L) -> (B, C, S, S) in (0, 1)
-    h = self.from_latent(z).silu().reshape(z.shape[0], 64, self.side, self.side)
-    h = self.dec1(upsample2x(h)).silu()
-    return self.dec2(upsample2x(h)).sigmoid()
-
-  def __call__(self, x: Tensor) -> Tensor: return self.decode(self.encode(x))
-
-
-def realize_init(*objs) -> None:
-  """Compute the initial state of models and optimizers now (random weights, Adam's zero moments, and
-  the random-number counter that every init advanced). Left lazy, it would be fused into the first
-  training step, whose kernels and schedule then differ from every later step's: TinyJit, which runs
-  the step once plainly and once to capture it, would schedule and compile it twice."""
-  rng_counters = getattr(Tensor, "_device_rng_counters", {})   # tinygrad 0.14 keeps them here
-  Tensor.realize(*[t for o in objs for t in get_parameters(o)], *rng_counters.values())
-
-
-def make_ae_step(model: Autoencoder, lr: float):
-  opt = nn.optim.Adam(get_parameters(model), lr=lr)
-  realize_init(opt)
-  @TinyJit
-  def step(x: Tensor) -> Tensor:
-    with Context(TRAINING=1):
-      opt.zero_grad()
-      # .contiguous(): the reconstruction gets its own buffer. Left lazy, the scheduler fuses the last conv
-      # into the loss's reduction, one thread per image computing all 3·32·32 outputs (28 ms of a 40 ms
-      # step on the H200); materialised, that conv is an ordinary kernel with an output per pixel.
-      loss = ((model(x).contiguous() - x) ** 2).mean()
-      loss.backward()
-      opt.step()
-    return loss.realize()
-  return step
-
-
-# ==== 3. DDPM: the noise schedule ==================================================================
+# ==== 2. the math: the noise schedule and the forward process ======================================
 
 def beta_schedule(kind: str, T: int) -> np.ndarray:
   """β_1..β_T (float64). linear: Ho et al.'s 1e-4 -> 0.02 (for T = 1000; scaled by 1000/T otherwise).
@@ -302,14 +206,40 @@ class Schedule:
     return self.sqrt_ab[t].reshape(shape) * x0 + self.sqrt_1m_ab[t].reshape(shape) * eps
 
 
-# ==== 4. DDPM: the U-Net ε_θ(x_t, t, y) ============================================================
-
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
   """Transformer-style sinusoids: [sin(t ω_k), cos(t ω_k)], ω_k = 10000^(-k/(d/2)), k < d/2. (B,) -> (B, d)."""
   half = dim // 2
   freqs = Tensor(np.exp(-math.log(10000) * np.arange(half) / half).astype(np.float32))
-  args = t.float().reshape(-1, 1) * freqs.reshape(1, half)
-  return args.sin().cat(args.cos(), dim=1)
+  angles = t.float().reshape(-1, 1) * freqs.reshape(1, half)
+  return angles.sin().cat(angles.cos(), dim=1)
+
+
+# ==== 3. the models ================================================================================
+
+def upsample2x(x: Tensor) -> Tensor:
+  """Nearest-neighbour x2 as a reshape + expand: no gather, fuses into the next conv."""
+  b, c, h, w = x.shape
+  return x.reshape(b, c, h, 1, w, 1).expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+
+
+class Autoencoder:
+  def __init__(self, channels: int, size: int, latent: int):
+    self.side = size // 4                                  # two stride-2 convs: S -> S/2 -> S/4
+    self.enc1, self.enc2 = nn.Conv2d(channels, 32, 3, stride=2, padding=1), nn.Conv2d(32, 64, 3, stride=2, padding=1)
+    self.to_latent = nn.Linear(64 * self.side ** 2, latent)
+    self.from_latent = nn.Linear(latent, 64 * self.side ** 2)
+    self.dec1, self.dec2 = nn.Conv2d(64, 32, 3, padding=1), nn.Conv2d(32, channels, 3, padding=1)
+
+  def encode(self, x: Tensor) -> Tensor:                   # (B, C, S, S) -> (B, L)
+    h = self.enc2(self.enc1(x).silu()).silu()
+    return self.to_latent(h.flatten(1))
+
+  def decode(self, z: Tensor) -> Tensor:                   # (B, L) -> (B, C, S, S) in (0, 1)
+    h = self.from_latent(z).silu().reshape(z.shape[0], 64, self.side, self.side)
+    h = self.dec1(upsample2x(h)).silu()
+    return self.dec2(upsample2x(h)).sigmoid()
+
+  def __call__(self, x: Tensor) -> Tensor: return self.decode(self.encode(x))
 
 
 def group_norm(channels: int) -> nn.GroupNorm: return nn.GroupNorm(min(8, channels // 4), channels)
@@ -342,7 +272,7 @@ class SelfAttention:
 
 
 class UNet:
-  """Three resolutions S, S/2, S/4 with widths (C, 2C, 2C); attention at S/4; skips by concatenation."""
+  """ε_θ(x_t, t, y): three resolutions S, S/2, S/4 with widths (C, 2C, 2C); attention at S/4; skips by concatenation."""
   def __init__(self, channels: int, width: int, n_classes: int = 0):
     c1, c2, td = width, 2 * width, 4 * width
     self.width, self.n_classes = width, n_classes
@@ -375,7 +305,52 @@ class UNet:
     return self.conv_out(self.norm_out(h).silu())                                # ε̂ (B, channels, S, S)
 
 
+class Classifier:
+  """The judge: conv3x3 32 -> max-pool -> conv3x3 64 -> max-pool -> linear 128 (the features) -> linear K."""
+  def __init__(self, channels: int, size: int, n_classes: int):
+    self.conv1, self.conv2 = nn.Conv2d(channels, 32, 3, padding=1), nn.Conv2d(32, 64, 3, padding=1)
+    self.fc = nn.Linear(64 * (size // 4) ** 2, 128)
+    self.head = nn.Linear(128, n_classes)
+
+  def features(self, x: Tensor) -> Tensor:                 # (B, C, S, S) -> (B, 128)
+    h = self.conv1(x).relu().max_pool2d(2)                 # (B, 32, S/2, S/2)
+    h = self.conv2(h).relu().max_pool2d(2)                 # (B, 64, S/4, S/4)
+    return self.fc(h.flatten(1)).relu()
+
+  def __call__(self, x: Tensor) -> Tensor: return self.head(self.features(x))
+
+
+def make_unets(cfg: DDPMConfig) -> tuple[UNet, UNet]:
+  """The trained U-Net and its EMA, which starts as a copy of the initial weights (clones, so its buffers
+  are updated apart from the model's)."""
+  unet, ema = UNet(cfg.channels, cfg.width, cfg.n_classes), UNet(cfg.channels, cfg.width, cfg.n_classes)
+  realize_init(unet)
+  for e, p in zip(get_parameters(ema), get_parameters(unet)): e.replace(p.detach().clone())
+  realize_init(ema)
+  return unet, ema
+
+
+# ==== 4. training ==================================================================================
+
+def make_ae_step(model: Autoencoder, lr: float):
+  opt = nn.optim.Adam(get_parameters(model), lr=lr)
+  realize_init(opt)
+  @TinyJit
+  def step(x: Tensor) -> Tensor:
+    with Context(TRAINING=1):
+      opt.zero_grad()
+      # .contiguous(): the reconstruction gets its own buffer. Left lazy, the scheduler fuses the last conv
+      # into the loss's reduction, one thread per image computing all 3·32·32 outputs (28 ms of a 40 ms
+      # step on the H200); materialised, that conv is an ordinary kernel with an output per pixel.
+      loss = ((model(x).contiguous() - x) ** 2).mean()
+      loss.backward()
+      opt.step()
+    return loss.realize()
+  return step
+
+
 def make_ddpm_step(model: UNet, ema: UNet, sched: Schedule, lr: float, p_uncond: float):
+  """One step of L = || ε - ε_θ(x_t, t, y) ||², then the EMA update e <- d e + (1 - d) p."""
   params, ema_params = get_parameters(model), get_parameters(ema)
   opt = nn.optim.Adam(params, lr=lr)
   realize_init(opt, ema)
@@ -396,7 +371,55 @@ def make_ddpm_step(model: UNet, ema: UNet, sched: Schedule, lr: float, p_uncond:
   return step
 
 
-# ==== 5. DDPM: sampling ============================================================================
+def make_classifier_step(model: Classifier, lr: float):
+  opt = nn.optim.Adam(get_parameters(model), lr=lr)
+  realize_init(opt)
+  @TinyJit
+  def step(x: Tensor, y: Tensor) -> Tensor:
+    with Context(TRAINING=1):
+      opt.zero_grad()
+      loss = model(x).sparse_categorical_crossentropy(y)
+      loss.backward()
+      opt.step()
+    return loss.realize()
+  return step
+
+
+def ema_decay_at(step: int, target: float) -> float:
+  """Warm-up for the EMA (as in many DDPM codebases): early on, average over the steps seen so far."""
+  return min(target, (1 + step) / (10 + step))
+
+
+def train_loop(name: str, step_fn, data_x: np.ndarray, data_y: np.ndarray | None, steps: int, batch: int, rng,
+               extra=lambda i: (), max_seconds: float | None = None) -> tuple[list[float], list[float]]:
+  """Feed `steps` random minibatches to a TinyJit'd step (fewer when `max_seconds` runs out)
+  -> (the loss of each step, the seconds each step took)."""
+  losses, seconds = [], []
+  batch_ids = shuffled_batches(len(data_x), batch, rng)
+  bar = progress(range(steps), desc=name)
+  t0 = time.perf_counter()
+  for i in bar:
+    if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+      log(f"{name}: time budget of {max_seconds / 60:.1f} min reached after {i} of {steps} steps")
+      break
+    GlobalCounters.reset()           # so DEBUG=2 shows this step's kernels and memory
+    idx = next(batch_ids)
+    inputs = (Tensor(data_x[idx]),) + ((Tensor(data_y[idx].astype(np.int32)),) if data_y is not None else ()) + extra(i)
+    t_step = time.perf_counter()
+    losses.append(float(step_fn(*inputs).item()))
+    seconds.append(time.perf_counter() - t_step)
+    if not math.isfinite(losses[-1]): raise UserError(f"{name}: the training loss became {losses[-1]} at step {i + 1}; lower the learning rate")
+    if i % 20 == 0: bar.set_description(f"{name} loss {losses[-1]:.4f}")
+  return losses, seconds
+
+
+def loss_drop(losses: list[float]) -> float:
+  """How many times smaller the loss became: mean of the first 5 % over mean of the last 10 %."""
+  k0, k1 = max(1, len(losses) // 20), max(1, len(losses) // 10)
+  return float(np.mean(losses[:k0]) / max(np.mean(losses[-k1:]), 1e-12))
+
+
+# ==== 5. sampling ==================================================================================
 
 class Sampler:
   """Runs the reverse process with the EMA network. One TinyJit'd function per sampler; the
@@ -448,72 +471,48 @@ class Sampler:
     x = Tensor.randn(len(y), channels, size, size).realize()
     yt = Tensor(y.astype(np.int32))
     if method == "ancestral":
-      plan = [(i, self.ancestral_coefs(i)) for i in range(self.sched.T - 1, -1, -1)]
+      plan = [self.ancestral_coefs(i) for i in range(self.sched.T - 1, -1, -1)]
       fn = self.ancestral_step
     else:
       ts = self.ddim_timesteps(ddim_steps)
-      plan = [(i, self.ddim_coefs(i, j)) for i, j in zip(ts, ts[1:] + [-1])]
+      plan = [self.ddim_coefs(i, j) for i, j in zip(ts, ts[1:] + [-1])]
       fn = self.ddim_step
     snap_at = set(np.linspace(0, len(plan) - 1, keep).astype(int)) if keep else set()
     snaps = []
-    for k, (_, c) in enumerate(progress(plan, desc=desc or f"{method} sampling")):
+    for k, c in enumerate(progress(plan, desc=desc or f"{method} sampling")):
       x = fn(x, yt, c)
       if k in snap_at: snaps.append(((x[0] + 1) / 2).clip(0, 1).numpy())
     return ((x + 1) / 2).clip(0, 1).numpy(), snaps
 
 
-# ==== 6. the judge: a small classifier, confidence, class histogram, Fréchet distance ===============
+# ==== 6. evaluation: reconstruction baseline, the judge's scores, Fréchet distance =================
 
-class Classifier:
-  """conv3x3 32 -> max-pool -> conv3x3 64 -> max-pool -> linear 128 (the features) -> linear K."""
-  def __init__(self, channels: int, size: int, n_classes: int):
-    self.conv1, self.conv2 = nn.Conv2d(channels, 32, 3, padding=1), nn.Conv2d(32, 64, 3, padding=1)
-    self.fc = nn.Linear(64 * (size // 4) ** 2, 128)
-    self.head = nn.Linear(128, n_classes)
-
-  def features(self, x: Tensor) -> Tensor:                 # (B, C, S, S) -> (B, 128)
-    h = self.conv1(x).relu().max_pool2d(2)                 # (B, 32, S/2, S/2)
-    h = self.conv2(h).relu().max_pool2d(2)                 # (B, 64, S/4, S/4)
-    return self.fc(h.flatten(1)).relu()
-
-  def __call__(self, x: Tensor) -> Tensor: return self.head(self.features(x))
-
-
-def make_classifier_step(model: Classifier, lr: float):
-  opt = nn.optim.Adam(get_parameters(model), lr=lr)
-  realize_init(opt)
-  @TinyJit
-  def step(x: Tensor, y: Tensor) -> Tensor:
-    with Context(TRAINING=1):
-      opt.zero_grad()
-      loss = model(x).sparse_categorical_crossentropy(y)
-      loss.backward()
-      opt.step()
-    return loss.realize()
-  return step
+def mean_image_mse(x_train: np.ndarray, x_test: np.ndarray) -> float:
+  """The held-out MSE of predicting the training set's mean image for every input: what an autoencoder
+  that ignores its input reaches at best (one that outputs black does worse still)."""
+  return float(((x_test - x_train.mean(0, keepdims=True)) ** 2).mean())
 
 
 def classify(model: Classifier, x: np.ndarray, batch: int = 250) -> tuple[np.ndarray, np.ndarray]:
   """-> (softmax probabilities (N, K), features (N, 128)), in fixed-size batches so one JIT serves all."""
-  run = TinyJit(lambda xb: (model(xb).softmax().realize(), model.features(xb).realize()))
-  n = len(x)
-  pad = (-n) % batch
-  xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], np.float32)]) if pad else x
-  probs, feats = [], []
-  for i in range(0, len(xp), batch):
-    p, f = run(Tensor(xp[i:i + batch]))
-    probs.append(p.numpy()); feats.append(f.numpy())
-  return np.concatenate(probs)[:n], np.concatenate(feats)[:n]
+  run = TinyJit(lambda xb: model(xb).softmax().cat(model.features(xb), dim=1).realize())
+  both = predict_in_batches(run, x, batch)
+  k = model.head.weight.shape[0]
+  return both[:, :k], both[:, k:]
 
 
-def frechet_distance(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
+def frechet_distance(feat_a: np.ndarray, feat_b: np.ndarray) -> float | None:
   """|μ_a - μ_b|² + Tr(Σ_a + Σ_b - 2 (Σ_a Σ_b)^½). Tr((Σ_a Σ_b)^½) = Σ sqrt(eig(Σ_a^½ Σ_b Σ_a^½)),
-  a symmetric PSD matrix, so two eigh calls do it without scipy's sqrtm."""
+  a symmetric PSD matrix, so two eigh calls do it without scipy's sqrtm. None when it is not defined:
+  fewer than 2 rows on a side (no covariance) or a non-finite feature."""
+  if min(len(feat_a), len(feat_b)) < 2 or not (np.isfinite(feat_a).all() and np.isfinite(feat_b).all()): return None
   mu_a, mu_b = feat_a.mean(0), feat_b.mean(0)
   cov_a, cov_b = np.atleast_2d(np.cov(feat_a, rowvar=False)), np.atleast_2d(np.cov(feat_b, rowvar=False))
-  w, v = np.linalg.eigh(cov_a)
-  sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-  cross = np.sqrt(np.clip(np.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a), 0, None)).sum()
+  try:
+    w, v = np.linalg.eigh(cov_a)
+    sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a), 0, None)).sum()
+  except np.linalg.LinAlgError: return None
   return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
 
 
@@ -526,311 +525,503 @@ def sample_quality(probs: np.ndarray, n_classes: int, requested: np.ndarray | No
   return q
 
 
-# ==== 7. training loops ============================================================================
+# ==== 7. success checks ============================================================================
 
-def train_loop(name: str, step_fn, data_x: np.ndarray, data_y: np.ndarray, steps: int, batch: int, rng, extra=lambda i: (),
-               max_seconds: float | None = None):
-  """Feed `steps` random minibatches to a TinyJit'd step (or fewer, when `max_seconds` runs out);
-  returns the loss per step."""
-  losses = []
-  it = batches(len(data_x), batch, rng)
-  bar = progress(range(steps), desc=name)
+def check_autoencoder(mse: float, baseline: float, targets: Targets) -> bool:
+  """Must beat the mean image (a collapsed model does not); the absolute bar where the setting has one."""
+  ok = check("autoencoder held-out MSE / mean image's MSE", mse / baseline, targets.ae_vs_mean, higher_is_better=False)
+  if targets.ae_mse is not None: ok &= check("autoencoder held-out MSE", mse, targets.ae_mse, higher_is_better=False)
+  return ok
+
+
+def check_judge(accuracy: float, targets: Targets) -> bool:
+  return targets.judge_accuracy is None or check("judge held-out accuracy", accuracy * 100, targets.judge_accuracy, unit=" %")
+
+
+def check_diffusion(quality: dict | None, drop: float | None, conditional: bool, targets: Targets) -> bool:
+  """The loss must fall (when trained here); the judge's view of the samples where the setting sets bars."""
+  ok = True
+  if drop is not None and targets.ddpm_loss_drop is not None:
+    ok &= check("DDPM loss drop (first/last)", drop, targets.ddpm_loss_drop, unit="x")
+  if quality is None: return ok
+  shares = [f * 100 for f in quality["class_fractions"]]
+  if targets.confident is not None and not conditional:
+    ok &= check("DDPM confident samples", quality["confident_fraction"] * 100, targets.confident, unit=" %")
+  if targets.class_share is not None and not conditional:
+    ok &= check("DDPM rarest class share", min(shares), targets.class_share[0], unit=" %")
+    if targets.class_share[1] < 100: ok &= check("DDPM commonest class share", max(shares), targets.class_share[1], higher_is_better=False, unit=" %")
+  if conditional and targets.cond_mean_accuracy is not None:
+    ok &= check("DDPM mean per-class accuracy", float(np.mean(quality["per_class_accuracy"])) * 100, targets.cond_mean_accuracy, unit=" %")
+  if conditional and targets.cond_worst_accuracy is not None:
+    ok &= check("DDPM worst per-class accuracy", min(quality["per_class_accuracy"]) * 100, targets.cond_worst_accuracy, unit=" %")
+  return ok
+
+
+# --- plumbing -------------------------------------------------------------------------------------
+# Below: the data, checkpoints, the demo's stages, the bench, the command line.
+
+@dataclass
+class Data:
+  x_train: np.ndarray      # (N, C, S, S) float32 in [0, 1]
+  y_train: np.ndarray      # (N,) int64, -1 where unlabelled
+  x_test: np.ndarray
+  y_test: np.ndarray
+  names: tuple[str, ...]   # class names; empty when unlabelled
+  source: str
+
+  @property
+  def judged(self) -> bool:
+    """Can a classifier judge the samples? It needs labels of at least two classes."""
+    return len(self.names) >= 2 and bool((self.y_train >= 0).all())
+
+
+def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
+  """(N, H, W[, C]) float in [0, 1] -> (N, C, size, size) float32, bilinear, each channel as a float image."""
+  from PIL import Image
+  if images.ndim == 3: images = images[..., None]
+  if images.shape[1:3] == (size, size): return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)
+  def resized(channel: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(channel.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR))
+  return np.clip(np.stack([[resized(im[..., c]) for c in range(im.shape[-1])] for im in images]), 0, 1).astype(np.float32)
+
+
+def load_idx(path: Path, size: int) -> Data:
+  """MNIST idx files (common.datasets); without a t10k pair the last sixth is held out (MNIST's own ratio)."""
+  from common.datasets import load_idx_pairs
+  (x, y), test = load_idx_pairs(path)
+  x = resize_batch(x.astype(np.float32) / 255.0, size)
+  if test is None:
+    if len(x) < 2: raise UserError(f"--data {path}: {len(x)} image; need at least 2 (one to hold out)")
+    cut = len(x) - max(1, len(x) // 6)
+    xte, yte, x, y = x[cut:], y[cut:], x[:cut], y[:cut]
+  else: xte, yte = resize_batch(test[0].astype(np.float32) / 255.0, size), test[1]
+  names = tuple(str(i) for i in range(int(max(y.max(), yte.max())) + 1))
+  return Data(x, y, xte, yte, names, f"MNIST idx files at {path}")
+
+
+def load_image_folder(path: Path, size: int, seed: int) -> Data:
+  """Class subfolders (their names are the labels) or images directly (no labels); greyscale unless some
+  image has colour. A tenth of each class, chosen by --seed, is held out."""
+  from common.datasets import IMAGE_SUFFIXES, holdout_split, scan_labelled
+  from common.files import read_image
+  files, labels = scan_labelled(path, IMAGE_SUFFIXES)
+  rgb = [read_image(f, 3) for f in files]
+  colour = any(np.abs(a - a[..., :1]).max() > 8 / 255 for a in rgb)
+  x = np.stack([resize_batch((a if colour else a[..., :1])[None], size)[0] for a in rgb])
+  names = tuple(sorted(set(labels))) if labels is not None else ()
+  y = np.array([names.index(lab) for lab in labels] if labels is not None else [-1] * len(files), dtype=np.int64)
+  test = holdout_split(np.array(labels) if labels is not None else None, len(x), 0.1, np.random.default_rng(seed))
+  return Data(x[~test], y[~test], x[test], y[test], names, f"image folder {path} ({len(x)} images{', RGB' if colour else ''})")
+
+
+def load_data(args) -> Data:
+  if args.data is None:
+    from common.digits import DIGIT_NAMES, SHAPE_NAMES, digit_splits, shape_splits
+    if args.dataset == "shapes":
+      return Data(*shape_splits(args.n_train, args.n_test, args.seed, args.size), SHAPE_NAMES, "synthetic coloured shapes (common/digits.py)")
+    return Data(*digit_splits(args.n_train, args.n_test, args.seed, args.size), DIGIT_NAMES, "synthetic digits (common/digits.py)")
+  from common.datasets import is_idx
+  path = Path(args.data)
+  return load_idx(path, args.size) if is_idx(path) else load_image_folder(path, args.size, args.seed)
+
+
+def check_data_fits(data: Data, args) -> None:
+  """What the run needs of the data, checked before any training."""
+  n, channels = len(data.x_train), data.x_train.shape[1]
+  if args.batch > n: raise UserError(f"{data.source}: {n} training images, fewer than --batch {args.batch}")
+  if args.latent > channels * args.size ** 2:
+    raise UserError(f"--latent {args.latent} is larger than the {channels * args.size ** 2} numbers of an image: nothing to compress")
+  if args.cond and not data.judged:
+    raise UserError(f"--cond needs labels of at least 2 classes, and {data.source} has {len(data.names) or 'no'} (use class subfolders)")
+  if args.cond and args.n_samples < len(data.names):
+    raise UserError(f"--cond: --n-samples {args.n_samples} is fewer than the {len(data.names)} classes (one sample per class at least)")
+
+
+# ---- checkpoints: one file, every model under its prefix ----
+
+PARTS = ("classifier", "ae", "ddpm")                     # what a checkpoint can hold, in this order
+PREFIXES = {"classifier": ("classifier.",), "ae": ("ae.",), "ddpm": ("unet.", "ema.")}
+META = {"classifier": ("channels", "size", "classes"), "ae": ("channels", "size", "latent"),
+        "ddpm": ("channels", "size", "width", "cond", "schedule", "T")}
+FLAG_OF = {"latent": "--latent", "width": "--width", "cond": "--cond", "schedule": "--schedule", "T": "--T", "size": "--size"}
+
+
+def checkpoint_tag(parts) -> str: return "+".join(p for p in PARTS if p in parts)
+
+
+def read_checkpoint(path: str, needed: set[str], run_meta: dict) -> dict:
+  """The tensors of the parts this run needs, after checking the writer, the parts, the settings they
+  were trained with, and every key and shape; any mismatch is one line."""
+  from itertools import combinations
+  from common.files import load_checkpoint
+  tags = tuple(checkpoint_tag(c) for k in range(1, len(PARTS) + 1) for c in combinations(PARTS, k) if needed <= set(c))
+  tensors, meta = load_checkpoint(path, script=SCRIPT, model=tags, required_meta=tuple(sorted({f for p in needed for f in META[p]})))
+  for field_name in sorted({f for p in needed for f in META[p]}):
+    if meta[field_name] != run_meta[field_name]:
+      hint = f" (give {FLAG_OF[field_name]} {meta[field_name]})" if field_name in FLAG_OF and field_name != "cond" else ""
+      raise UserError(f"checkpoint {path} was trained with {field_name}={meta[field_name]}, this run has {field_name}={run_meta[field_name]}{hint}")
+  return {k: v for k, v in tensors.items() if k.startswith(tuple(pre for p in needed for pre in PREFIXES[p]))}
+
+
+def restore(loaded: dict, prefix: str, model, path: str) -> None:
+  """Copy the checkpoint's tensors under `prefix` into `model`'s own (realized) buffers."""
+  from common.files import check_state_matches
+  state = get_state_dict(model)
+  part = {k[len(prefix):]: v for k, v in loaded.items() if k.startswith(prefix)}
+  check_state_matches(state, part, f"checkpoint {path} ({prefix.rstrip('.')})")
+  # assigned while still lazy, a weight would alias the checkpoint's bytes, at offsets not aligned for the
+  # vector loads of the compiled kernels
+  realize_init(model)
+  for k, v in state.items(): v.assign(part[k].cast(v.dtype)).realize()
+
+
+# ---- the demo, one function per stage ----
+
+@dataclass
+class Run:
+  out: Path
+  rng: np.random.Generator
+  targets: Targets
+  load_path: str | None = None
+  loaded: dict = field(default_factory=dict)         # checkpoint tensors by key; empty when training
+  summary: dict = field(default_factory=dict)
+  to_save: dict = field(default_factory=dict)
+  step_times: list = field(default_factory=list)     # (case, seconds of each step, batch), for --json
+  ok: bool = True
+
+  def trained(self, name: str, losses: list[float], seconds: list[float], batch: int, **plot) -> None:
+    self.step_times.append((f"{name} train step b={batch} (demo)", seconds, batch))
+    self.summary[f"{name}_loss_drop"] = loss_drop(losses)
+    plot_curves(self.out / f"{name}_loss.png", {plot.pop("label"): losses}, ylabel="loss", logy=True, **plot)
+
+
+def judge_stage(run: Run, data: Data, cfg: JudgeConfig) -> tuple[Classifier, np.ndarray]:
+  """Train (or load) the classifier that scores the DDPM's samples -> (it, its features of the held-out images)."""
+  clf = Classifier(cfg.channels, cfg.size, cfg.n_classes)
+  if run.loaded: restore(run.loaded, "classifier.", clf, run.load_path)
+  else:
+    losses, seconds = train_loop("classifier", make_classifier_step(clf, cfg.lr), data.x_train, data.y_train, cfg.steps, cfg.batch, run.rng)
+    run.trained("classifier", losses, seconds, cfg.batch, label="cross-entropy", title="the judge: a classifier", smooth=20)
+  probs, feats_real = classify(clf, data.x_test)
+  acc = float((probs.argmax(1) == data.y_test).mean())
+  run.summary["classifier_heldout_accuracy"] = acc
+  print(f"classifier: held-out accuracy {acc * 100:.2f} % on {len(data.x_test)} images")
+  run.ok &= check_judge(acc, run.targets)
+  run.to_save.update({f"classifier.{k}": v for k, v in get_state_dict(clf).items()})
+  return clf, feats_real
+
+
+def autoencoder_stage(run: Run, data: Data, cfg: AEConfig) -> None:
+  ae = Autoencoder(cfg.channels, cfg.size, cfg.latent)
+  if run.loaded: restore(run.loaded, "ae.", ae, run.load_path)
+  else:
+    t0 = time.perf_counter()
+    losses, seconds = train_loop("autoencoder", make_ae_step(ae, cfg.lr), data.x_train, None, cfg.steps, cfg.batch, run.rng)
+    run.summary["ae_train_s"] = time.perf_counter() - t0
+    run.trained("ae", losses, seconds, cfg.batch, label="train MSE", title=f"autoencoder, latent {cfg.latent}", smooth=20)
+  recon = predict_in_batches(ae, data.x_test, 250)
+  mse, baseline = float(((recon - data.x_test) ** 2).mean()), mean_image_mse(data.x_train, data.x_test)
+  run.summary.update(ae_heldout_mse=mse, ae_mean_image_mse=baseline)
+  print(f"autoencoder: held-out reconstruction MSE {mse:.5f} ({len(data.x_test)} images, latent {cfg.latent}); "
+        f"the training set's mean image scores {baseline:.5f}")
+  run.ok &= check_autoencoder(mse, baseline, run.targets)
+  hwc = data.x_test.transpose(0, 2, 3, 1)
+  save_image(image_grid(np.concatenate([hwc[:12], recon[:12].transpose(0, 2, 3, 1)]), nrow=min(12, len(hwc))), run.out / "ae_reconstructions.png")
+  # latent interpolation: rows of decoded z = (1 - a) z_i + a z_j, between held-out images (of different classes for digits)
+  pairs = [(i, i + 1) for i in range(0, min(10, len(hwc)) - 1, 2)]
+  if pairs:
+    z = ae.encode(Tensor(data.x_test[:12])).numpy()
+    alphas = np.linspace(0, 1, 10, dtype=np.float32)[:, None]
+    zs = np.concatenate([(1 - alphas) * z[i] + alphas * z[j] for i, j in pairs])
+    save_image(image_grid(ae.decode(Tensor(zs)).numpy().transpose(0, 2, 3, 1), nrow=10), run.out / "ae_interpolation.png")
+  run.to_save.update({f"ae.{k}": v for k, v in get_state_dict(ae).items()})
+
+
+def train_diffusion(run: Run, data: Data, cfg: DDPMConfig, sched: Schedule) -> UNet:
+  """Train (or load) the U-Net -> its EMA copy, the sampling network."""
+  unet, ema = make_unets(cfg)
+  n_params = sum(p.numel() for p in get_parameters(unet))
+  print(f"U-Net: width {cfg.width}, {n_params / 1e6:.2f} M parameters, {cfg.schedule} β, T = {cfg.T}"
+        + (", class-conditional" if cfg.n_classes else ""))
+  if run.loaded:
+    restore(run.loaded, "unet.", unet, run.load_path)
+    restore(run.loaded, "ema.", ema, run.load_path)
+  else:
+    step = make_ddpm_step(unet, ema, sched, cfg.lr, cfg.p_uncond)
+    t0 = time.perf_counter()
+    losses, seconds = train_loop("DDPM", step, data.x_train * 2 - 1, np.maximum(data.y_train, 0), cfg.steps, cfg.batch, run.rng,
+                                 extra=lambda i: (Tensor([ema_decay_at(i, cfg.ema)]),), max_seconds=cfg.max_seconds)
+    run.summary.update(ddpm_steps_done=len(losses), ddpm_train_s=time.perf_counter() - t0)
+    run.trained("ddpm", losses, seconds, cfg.batch, label="ε-prediction MSE", title="DDPM training", smooth=50)
+    print(f"DDPM: {len(losses)} steps in {run.summary['ddpm_train_s']:.0f} s, loss {np.mean(losses[:10]):.3f} -> {np.mean(losses[-50:]):.4f}")
+  run.to_save.update({f"unet.{k}": v for k, v in get_state_dict(unet).items()})
+  run.to_save.update({f"ema.{k}": v for k, v in get_state_dict(ema).items()})
+  return ema
+
+
+def diffusion_stage(run: Run, data: Data, cfg: DDPMConfig, judge: tuple[Classifier, np.ndarray] | None) -> None:
+  sched = Schedule(cfg.schedule, cfg.T)
+  sampler = Sampler(train_diffusion(run, data, cfg, sched), sched, cfg.guidance)
+  requested = np.arange(cfg.n_samples) % max(len(data.names), 1)
   t0 = time.perf_counter()
-  for i in bar:
-    if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
-      print(f"{name}: time budget of {max_seconds / 60:.1f} min reached after {i} of {steps} steps")
-      break
-    GlobalCounters.reset()           # so DEBUG=2 shows this step's kernels and memory
-    idx = next(it)
-    args = (Tensor(data_x[idx]),) + ((Tensor(data_y[idx].astype(np.int32)),) if data_y is not None else ()) + extra(i)
-    losses.append(float(step_fn(*args).item()))
-    if i % 20 == 0: bar.set_description(f"{name} loss {losses[-1]:.4f}")
-  return losses
+  samples, snaps = sampler.sample(requested, cfg.channels, cfg.size, "ddim", cfg.ddim_steps, keep=10, desc=f"DDIM {cfg.ddim_steps} steps")
+  run.summary["ddim_sampling_s"] = time.perf_counter() - t0
+  save_image(image_grid(samples[:100].transpose(0, 2, 3, 1), nrow=10), run.out / "ddpm_samples.png")
+  if cfg.ancestral_samples:
+    t0 = time.perf_counter()
+    anc, snaps = sampler.sample(requested[:cfg.ancestral_samples], cfg.channels, cfg.size, "ancestral", keep=10, desc=f"ancestral {cfg.T} steps")
+    run.summary["ancestral_sampling_s"] = time.perf_counter() - t0
+    save_image(image_grid(anc.transpose(0, 2, 3, 1), nrow=min(8, len(anc))), run.out / "ddpm_samples_ancestral.png")
+  # one sample from noise to image (ancestral when drawn, else DDIM)
+  save_image(image_grid(np.stack(snaps).transpose(0, 2, 3, 1), nrow=len(snaps)), run.out / "ddpm_denoising.png")
+  quality = judge_samples(judge, samples, requested if cfg.n_classes else None, data.names) if judge else None
+  if quality is not None: run.summary["ddpm_quality"] = quality
+  run.ok &= check_diffusion(quality, run.summary.get("ddpm_loss_drop"), bool(cfg.n_classes), run.targets)
 
 
-def ema_decay_at(step: int, target: float) -> float:
-  """Warm-up for the EMA (as in many DDPM codebases): early on, average over the steps seen so far."""
-  return min(target, (1 + step) / (10 + step))
+def judge_samples(judge: tuple[Classifier, np.ndarray], samples: np.ndarray, requested: np.ndarray | None, names: tuple[str, ...]) -> dict:
+  clf, feats_real = judge
+  probs, feats = classify(clf, samples)
+  q = sample_quality(probs, len(names), requested)
+  q["frechet_distance"] = frechet_distance(feats_real, feats)
+  # the same distance between two halves of the real held-out set: what "indistinguishable" scores
+  half = len(feats_real) // 2
+  q["frechet_distance_real_vs_real"] = frechet_distance(feats_real[:half], feats_real[half:])
+  def fd(v: float | None) -> str: return "n/a (too few images)" if v is None else f"{v:.2f}"
+  print(f"DDPM samples ({len(samples)}): {q['confident_fraction'] * 100:.1f} % confident (p >= 0.9), classes "
+        + " ".join(f"{n}:{f * 100:.0f}%" for n, f in zip(names, q["class_fractions"]))
+        + f", Fréchet distance {fd(q['frechet_distance'])} (real vs real {fd(q['frechet_distance_real_vs_real'])})")
+  if requested is not None:
+    print("per-class accuracy of conditional samples: " + " ".join(f"{n}:{a * 100:.0f}%" for n, a in zip(names, q["per_class_accuracy"])))
+  return q
 
 
-def loss_drop(losses: list[float]) -> float:
-  """How many times smaller the loss became: mean of the first 5 % over mean of the last 10 %."""
-  k0, k1 = max(1, len(losses) // 20), max(1, len(losses) // 10)
-  return float(np.mean(losses[:k0]) / max(np.mean(losses[-k1:]), 1e-12))
-
-
-# ==== 8. --bench ====================================================================================
-
-def run_bench(args) -> None:
-  from common.bench import Bench, jit_kernel_count
-  from common.device import synchronize
+def write_step_times(run: Run, path: str) -> None:
+  """--json in the demo: each training loop's step times as common.bench records (the first two steps,
+  which compile and capture the JIT, as warm-up)."""
+  from common.bench import Bench, Timing
   bench = Bench(PROJECT)
+  for case, seconds, batch in run.step_times:
+    n_warm = min(2, len(seconds) - 1)
+    bench.add(case, Timing(seconds[:n_warm], seconds[n_warm:]), rate=(batch, "images/s"))
+  bench.write_json(path)
 
-  def timed(case: str, fn, rate, jit, **iters) -> dict:
-    """Time `fn`, then count one replay's kernels and FLOPs: many tiny kernels mean launch-bound,
-    achieved GFLOP/s far below the device's peak with few kernels means the kernels themselves are slow."""
-    rec = bench.run(case, fn, rate=rate, **iters)
-    GlobalCounters.reset()
-    fn(); synchronize()
-    rec.update(kernels=jit_kernel_count(jit), gflop=GlobalCounters.global_ops / 1e9,
-               achieved_gflops=GlobalCounters.global_ops / 1e9 / (rec["median_ms"] / 1e3))
-    return rec
 
-  rng = np.random.default_rng(args.seed)
-  batch_sizes = [32] if args.quick else [32, 128]
-  iters = dict(warmup=3, iters=5 if args.quick else 20, max_seconds=5 if args.quick else 30)
-  # the autoencoder at the anchors table's shape, 3x32x32 (torch_reference.py times the same model)
-  for b in (batch_sizes if args.model in ("ae", "all") else []):
-    ae = Autoencoder(3, 32, args.latent)
-    step = make_ae_step(ae, args.lr)
-    x = Tensor(rng.random((b, 3, 32, 32), dtype=np.float32)).realize()
-    timed(f"AE train step b={b} 3x32x32", lambda: step(x), (b, "images/s"), step, **iters)
-  if args.model == "ae": return finish_bench(bench, args)
-  # the DDPM at the data's shape
-  c, s = (3 if args.dataset == "shapes" else 1), args.size
-  sched = Schedule(args.schedule, args.T)
-  n_classes = 10 if args.cond else 0
-  # --quick (the tests' setting) leaves the DDPM train step out: building and compiling its ~300 distinct
-  # forward + backward kernels takes over a minute on a 2-core CPU, and the --quick demo trains that step anyway
-  for b in ([] if args.quick else batch_sizes):
-    unet, ema = UNet(c, args.width, n_classes), UNet(c, args.width, n_classes)
-    step = make_ddpm_step(unet, ema, sched, args.lr, 0.1)
+def demo(args) -> int:
+  check_out_dir(args)
+  t_start = time.perf_counter()
+  run = Run(Path(args.out), seed_all(args.seed), TARGETS["quick" if args.quick else "full" if args.full else "default"], args.load)
+  data = load_data(args)
+  check_data_fits(data, args)
+  ae_cfg, ddpm_cfg, judge_cfg, meta = configs(args, data)
+  needed = parts_needed(args.model, data.judged)
+  print(f"data: {data.source}: {len(data.x_train)} train / {len(data.x_test)} held-out, {'x'.join(map(str, data.x_train.shape[1:]))}, "
+        f"{len(data.names) or 'no'} classes")
+  if args.load: run.loaded = read_checkpoint(args.load, needed, meta)
+  if "ddpm" in needed and "classifier" not in needed: print("the judge needs labels of 2 or more classes: the DDPM is checked by its loss only")
+  judge = judge_stage(run, data, judge_cfg) if "classifier" in needed else None
+  if "ae" in needed: autoencoder_stage(run, data, ae_cfg)
+  if "ddpm" in needed: diffusion_stage(run, data, ddpm_cfg, judge)
+  run.summary.update(data=data.source, settings={"autoencoder": asdict(ae_cfg), "ddpm": asdict(ddpm_cfg), "judge": asdict(judge_cfg),
+                     "targets": asdict(run.targets)}, wall_s=time.perf_counter() - t_start, passed=bool(run.ok))
+  if args.save:
+    save_checkpoint_of(run, args.save, needed, meta)
+  save_json(run.summary, run.out / "summary.json")
+  if args.json: write_step_times(run, args.json)
+  print(f"wrote {run.out}/ in {run.summary['wall_s']:.0f} s")
+  return 0 if run.ok else 1
+
+
+def parts_needed(model: str, judged: bool) -> set[str]:
+  """The models this run uses: the judge goes with the DDPM when the data can be judged."""
+  parts = {"ae"} if model in ("autoencoder", "all") else set()
+  if model in ("diffusion", "all"): parts |= {"ddpm"} | ({"classifier"} if judged else set())
+  return parts
+
+
+def save_checkpoint_of(run: Run, path: str, parts: set[str], meta: dict) -> None:
+  from common.files import save_checkpoint
+  save_checkpoint(run.to_save, path, metadata=meta, script=SCRIPT, model=checkpoint_tag(parts))
+  print(f"saved {path} ({checkpoint_tag(parts)})")
+
+
+def configs(args, data: Data) -> tuple[AEConfig, DDPMConfig, JudgeConfig, dict]:
+  """The settings of each model for this data, and the checkpoint metadata that records them."""
+  c, s, k = data.x_train.shape[1], data.x_train.shape[2], len(data.names)
+  ae = AEConfig(c, s, args.latent, args.lr, args.ae_steps, args.batch)
+  ddpm = DDPMConfig(c, s, args.width, k if args.cond else 0, args.T, args.schedule, args.ddpm_lr, args.ddpm_steps, args.batch, args.ema,
+                    max_seconds=args.ddpm_minutes * 60 if args.ddpm_minutes else None, guidance=args.guidance, ddim_steps=args.ddim_steps,
+                    n_samples=args.n_samples, ancestral_samples=args.ancestral_samples)
+  judge = JudgeConfig(c, s, k, args.lr, args.clf_steps, args.batch)
+  meta = dict(channels=c, size=s, latent=args.latent, width=args.width, classes=k, cond=bool(args.cond), schedule=args.schedule, T=args.T)
+  return ae, ddpm, judge, meta
+
+
+# ---- --bench ----
+
+def timed(bench, case: str, fn, rate, jit, **iters) -> dict:
+  """Time `fn`, then count one replay's kernels and FLOPs: many tiny kernels mean launch-bound,
+  achieved GFLOP/s far below the device's peak with few kernels means the kernels themselves are slow."""
+  from common.bench import jit_kernel_count
+  from common.device import synchronize
+  rec = bench.run(case, fn, rate=rate, **iters)
+  GlobalCounters.reset()
+  fn()
+  synchronize()
+  rec.update(kernels=jit_kernel_count(jit), gflop=GlobalCounters.global_ops / 1e9,
+             achieved_gflops=GlobalCounters.global_ops / 1e9 / (rec["median_ms"] / 1e3))
+  return rec
+
+
+def bench_autoencoder(bench, cfg: AEConfig, batch_sizes: list[int], rng, iters: dict) -> None:
+  """The autoencoder at the anchors table's shape, 3x32x32 (torch_reference.py times the same model)."""
+  for b in batch_sizes:
+    step = make_ae_step(Autoencoder(cfg.channels, cfg.size, cfg.latent), cfg.lr)
+    x = Tensor(rng.random((b, cfg.channels, cfg.size, cfg.size), dtype=np.float32)).realize()
+    timed(bench, f"AE train step b={b} {cfg.channels}x{cfg.size}x{cfg.size}", lambda: step(x), (b, "images/s"), step, **iters)
+
+
+def bench_diffusion(bench, cfg: DDPMConfig, batch_sizes: list[int], rng, iters: dict, train: bool) -> None:
+  c, s = cfg.channels, cfg.size
+  sched = Schedule(cfg.schedule, cfg.T)
+  for b in (batch_sizes if train else []):
+    unet, ema = UNet(c, cfg.width, cfg.n_classes), UNet(c, cfg.width, cfg.n_classes)
+    step = make_ddpm_step(unet, ema, sched, cfg.lr, cfg.p_uncond)
     x = Tensor(rng.uniform(-1, 1, (b, c, s, s)).astype(np.float32)).realize()
     y = Tensor(rng.integers(0, 10, b).astype(np.int32)).realize()
     decay = Tensor([0.999]).realize()
-    timed(f"DDPM train step b={b} {c}x{s}x{s} width {args.width}", lambda: step(x, y, decay), (b, "images/s"), step, **iters)
+    timed(bench, f"DDPM train step b={b} {c}x{s}x{s} width {cfg.width}", lambda: step(x, y, decay), (b, "images/s"), step, **iters)
   nb = batch_sizes[-1]
-  unet = UNet(c, args.width, n_classes)
+  unet = UNet(c, cfg.width, cfg.n_classes)
   realize_init(unet)
   fwd = TinyJit(lambda x, t: unet(x, t).realize())
   x = Tensor(rng.standard_normal((nb, c, s, s)).astype(np.float32)).realize()
-  t = Tensor(rng.integers(0, args.T, nb).astype(np.int32)).realize()
-  timed(f"U-Net forward b={nb}", lambda: fwd(x, t), (nb, "images/s"), fwd, **iters)
-  sampler = Sampler(unet, sched, args.guidance)
+  t = Tensor(rng.integers(0, cfg.T, nb).astype(np.int32)).realize()
+  timed(bench, f"U-Net forward b={nb}", lambda: fwd(x, t), (nb, "images/s"), fwd, **iters)
+  sampler = Sampler(unet, sched, cfg.guidance)
   y = Tensor(rng.integers(0, 10, nb).astype(np.int32)).realize()
-  for method, n_steps, fn, coefs in (("ancestral", args.T, sampler.ancestral_step, sampler.ancestral_coefs(500)),
-                                     ("DDIM", args.ddim_steps, sampler.ddim_step, sampler.ddim_coefs(500, 480))):
-    rec = timed(f"{method} step b={nb}", lambda: fn(x, y, coefs), (nb / n_steps, "images/s"), fn, **iters)
-    rec["per_image_ms"] = rec["median_ms"] / nb
-    rec["full_sample_s"] = rec["median_ms"] * n_steps / 1e3
-    rec["sampling_steps"] = n_steps
-  finish_bench(bench, args)
+  mid = cfg.T // 2
+  for method, n_steps, fn, coefs in (("ancestral", cfg.T, sampler.ancestral_step, sampler.ancestral_coefs(mid)),
+                                     ("DDIM", cfg.ddim_steps, sampler.ddim_step, sampler.ddim_coefs(mid, max(mid - cfg.T // cfg.ddim_steps, 0)))):
+    rec = timed(bench, f"{method} step b={nb}", lambda: fn(x, y, coefs), (nb / n_steps, "images/s"), fn, **iters)
+    rec.update(per_image_ms=rec["median_ms"] / nb, full_sample_s=rec["median_ms"] * n_steps / 1e3, sampling_steps=n_steps)
 
 
-def finish_bench(bench, args) -> None:
+def run_bench(args) -> int:
+  from common.bench import Bench
+  bench = Bench(PROJECT)
+  seed_all(args.seed)
+  rng = np.random.default_rng(args.seed)
+  batch_sizes = [32] if args.quick else [32, 128]
+  iters = dict(warmup=3, iters=5 if args.quick else 20, max_seconds=5 if args.quick else 30)
+  if args.model in ("autoencoder", "all"): bench_autoencoder(bench, AEConfig(3, 32, args.latent, args.lr), batch_sizes, rng, iters)
+  if args.model in ("diffusion", "all"):
+    cfg = DDPMConfig(3 if args.dataset == "shapes" else 1, args.size, args.width, 10 if args.cond else 0, args.T, args.schedule, args.lr,
+                     guidance=args.guidance, ddim_steps=args.ddim_steps)
+    # --quick (the tests' setting) leaves the DDPM train step out: building and compiling its ~300 distinct
+    # forward + backward kernels takes over a minute on a 2-core CPU
+    bench_diffusion(bench, cfg, batch_sizes, rng, iters, train=not args.quick)
   bench.print(f"{PROJECT}: AE / DDPM train steps, U-Net forward, sampling (images/s of sampling = whole trajectories)")
   print("\n| case | kernels per call | GFLOP per call | achieved GFLOP/s |\n|---|---:|---:|---:|")
   for r in bench.records: print(f"| {r['case']} | {r['kernels']} | {r['gflop']:.3g} | {r['achieved_gflops']:.3g} |")
   bench.write_json(args.json)
+  return 0
 
 
-# ==== 9. the demo ===================================================================================
+# ---- the command line ----
 
-def settings(args) -> None:
-  """Fill the flags left unset (None) from the chosen setting: --quick, default, or --full."""
-  preset = {
-    "quick":   dict(n_train=600, n_test=200, clf_steps=40, ae_steps=40, ddpm_steps=50, width=8, n_samples=16, ddim_steps=10,
-                    ema=0.99, ancestral_samples=0, ddpm_lr=2e-3, batch=16),
-    "default": dict(n_train=6000, n_test=1000, clf_steps=400, ae_steps=1500, ddpm_steps=800, width=16, n_samples=100, ddim_steps=50,
-                    ema=0.995, ancestral_samples=4, ddpm_lr=1e-3, batch=32),
-    "full":    dict(n_train=30000, n_test=2000, clf_steps=1500, ae_steps=3000, ddpm_steps=20000, width=64, n_samples=500, ddim_steps=50,
-                    ema=0.999, ancestral_samples=16, ddpm_lr=5e-4, batch=128, ddpm_minutes=5.0),
-  }["quick" if args.quick else "full" if args.full else "default"]
-  for k, v in preset.items():
-    if getattr(args, k) is None: setattr(args, k, v)
-  if args.schedule is None: args.schedule = "cosine" if args.full else "linear"
+QUICK_CLF_STEPS, QUICK_AE_STEPS = 60, 150
+MODELS = {"autoencoder": "autoencoder", "ae": "autoencoder", "diffusion": "diffusion", "ddpm": "diffusion", "all": "all"}
+QUICK = dict(n_train=600, n_test=200, clf_steps=QUICK_CLF_STEPS, ae_steps=QUICK_AE_STEPS, ddpm_steps=50, width=8, n_samples=16, ddim_steps=10,
+             ema=0.99, ancestral_samples=0, ddpm_lr=2e-3, batch=16)
+FULL = dict(n_train=30000, n_test=2000, clf_steps=1500, ae_steps=3000, ddpm_steps=20000, width=64, n_samples=500, ddim_steps=50,
+            ema=0.999, ancestral_samples=16, ddpm_lr=5e-4, batch=128, ddpm_minutes=5.0, schedule="cosine")
 
 
-def parse_args(argv=None):
-  p = project_parser(PROJECT, __doc__, quick_help="for tests: tiny data and models; checks that the AE and DDPM losses fall")
-  p.add_argument("--full", action="store_true", help="the quality setting for a GPU (see the docstring)")
-  p.add_argument("--model", choices=("ae", "ddpm", "all"), default="all", help="which generative models to train")
+def int_in(lo: int, hi: int):
+  """An integer flag in [lo, hi] (an argparse type)."""
+  import argparse
+  def parse(text: str) -> int:
+    v = positive_int(text) if lo > 0 else nonnegative_int(text)
+    if not lo <= v <= hi: raise argparse.ArgumentTypeError(f"{v} must be between {lo} and {hi}")
+    return v
+  parse.__name__ = f"integer in [{lo}, {hi}]"
+  return parse
+
+
+def build_parser():
+  p = project_parser(PROJECT, __doc__, quick_help="for tests: tiny data and models, seconds",
+                     full_help="the quality setting for a GPU", save_help="every model trained in this run (.safetensors)",
+                     load_help="a file written by --save: evaluate its models instead of training")
+  p.add_argument("--model", choices=tuple(MODELS), default="all", help="which generative models: autoencoder (ae), diffusion (ddpm) or all")
+  p.add_argument("--train", action="store_true", help="train, then evaluate (what runs without --bench or --load)")
+  p.add_argument("--steps", type=int_in(1, 10_000_000), default=None,
+                 help="training steps of each model --model picks (sets --ae-steps / --ddpm-steps)")
   p.add_argument("--dataset", choices=("digits", "shapes"), default="digits", help="synthetic data when --data is not given")
   p.add_argument("--data", metavar="PATH", default=None, help="MNIST idx file/folder or a folder of images (class subfolders = labels)")
   p.add_argument("--size", type=int, choices=(28, 32), default=28, help="image side in pixels")
-  p.add_argument("--n-train", type=positive_int, default=None, help="synthetic training images (setting default)")
-  p.add_argument("--n-test", type=positive_int, default=None, help="synthetic held-out images (setting default)")
-  p.add_argument("--batch", type=positive_int, default=None, help="training batch size (setting default)")
+  p.add_argument("--n-train", type=int_in(1, 200_000), default=6000, help="synthetic training images")
+  p.add_argument("--n-test", type=int_in(1, 50_000), default=1000, help="synthetic held-out images")
+  p.add_argument("--batch", type=int_in(1, 4096), default=32, help="training batch size")
   p.add_argument("--ddpm-minutes", type=positive_float, default=None,
-                 help="stop DDPM training after this many minutes even if --ddpm-steps are not done (--full: 5)")
-  p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (AE and classifier; DDPM uses --ddpm-lr)")
-  p.add_argument("--ddpm-lr", type=positive_float, default=None, help="Adam learning rate of the U-Net (setting default)")
-  p.add_argument("--latent", type=positive_int, default=32, help="autoencoder latent size L")
-  p.add_argument("--clf-steps", type=positive_int, default=None, help="classifier training steps")
-  p.add_argument("--ae-steps", type=positive_int, default=None, help="autoencoder training steps")
-  p.add_argument("--ddpm-steps", type=positive_int, default=None, help="U-Net training steps")
-  p.add_argument("--width", type=positive_int, default=None, help="U-Net base channels C (widths C, 2C, 2C)")
-  p.add_argument("--T", type=positive_int, default=1000, help="diffusion steps")
-  p.add_argument("--schedule", choices=("linear", "cosine"), default=None, help="β schedule (default: linear; cosine with --full)")
-  p.add_argument("--ema", type=probability, default=None, help="EMA decay of the sampling weights")
-  p.add_argument("--ddim-steps", type=positive_int, default=None, help="DDIM sampling steps")
-  p.add_argument("--n-samples", type=positive_int, default=None, help="DDIM samples scored by the classifier")
-  p.add_argument("--ancestral-samples", type=int, default=None, help="images drawn with the T-step ancestral sampler (0: skip)")
+                 help="stop DDPM training after this many minutes even if --ddpm-steps are not done")
+  p.add_argument("--lr", type=float_range(1e-7, 1.0), default=1e-3, help="Adam learning rate (AE and classifier; DDPM uses --ddpm-lr)")
+  p.add_argument("--ddpm-lr", type=float_range(1e-7, 1.0), default=1e-3, help="Adam learning rate of the U-Net")
+  p.add_argument("--latent", type=int_in(1, 4096), default=32, help="autoencoder latent size L")
+  p.add_argument("--clf-steps", type=int_in(1, 10_000_000), default=400, help="classifier (judge) training steps")
+  p.add_argument("--ae-steps", type=int_in(1, 10_000_000), default=1500, help="autoencoder training steps")
+  p.add_argument("--ddpm-steps", type=int_in(1, 10_000_000), default=800, help="U-Net training steps")
+  p.add_argument("--width", type=int_in(4, 512), default=16, help="U-Net base channels C (widths C, 2C, 2C; a multiple of 4)")
+  p.add_argument("--T", type=int_in(50, 10_000), default=1000, help="diffusion steps (linear β reaches 20/T, so T >= 50)")
+  p.add_argument("--schedule", choices=("linear", "cosine"), default="linear", help="β schedule")
+  p.add_argument("--ema", type=probability, default=0.995, help="EMA decay of the sampling weights")
+  p.add_argument("--ddim-steps", type=int_in(1, 10_000), default=50, help="DDIM sampling steps (at most --T)")
+  p.add_argument("--n-samples", type=int_in(2, 10_000), default=100, help="DDIM samples scored by the classifier")
+  p.add_argument("--ancestral-samples", type=int_in(0, 1000), default=4, help="images drawn with the T-step ancestral sampler (0: skip)")
   p.add_argument("--cond", action="store_true", help="class-conditional U-Net with classifier-free guidance")
-  p.add_argument("--guidance", type=nonnegative_float, default=2.0, help="guidance scale w (1 = plain conditional)")
+  p.add_argument("--guidance", type=nonnegative_float, default=2.0, help="guidance scale w with --cond (1 = plain conditional)")
+  p.preset("quick", **QUICK)
+  p.preset("full", **FULL)
+  return p
+
+
+def parse_args(argv=None):
+  p = build_parser()
   args = p.parse_args(argv)
-  if args.quick and args.full: p.error("--quick and --full exclude each other")
-  if args.width is not None and args.width % 4: p.error(f"--width {args.width} must be a multiple of 4 (GroupNorm groups)")
-  if args.data and (args.n_train or args.n_test): p.error("--n-train/--n-test size the synthetic data; they do not apply to --data")
-  settings(args)
-  if args.ancestral_samples < 0: p.error("--ancestral-samples must be >= 0")
-  if args.batch > args.n_train: p.error(f"--batch {args.batch} is larger than the {args.n_train} training images")
+  args.model = MODELS[args.model]
+  given = args.given
+  synthetic_only, cond_only = given & {"n_train", "n_test", "dataset"}, given & {"cond", "guidance"}
+  for why, bad in (("--quick and --full exclude each other", args.quick and args.full),
+                   ("--train and --bench exclude each other", args.train and args.bench),
+                   ("--bench times fresh models: it has nothing to --save and loads nothing", args.bench and (args.save or args.load)),
+                   ("--bench times single steps: --steps and --train do not apply", args.bench and "steps" in given),
+                   ("--load evaluates its models instead of training: --train/--steps do not apply", args.load and (args.train or "steps" in given)),
+                   ("--load trains nothing: there is nothing new to --save (copy the file instead)", args.load and args.save),
+                   ("--json with --load: nothing is trained, so no step times (use --bench --json)", args.load and args.json and not args.bench),
+                   (f"--width {args.width} must be a multiple of 4 (GroupNorm groups)", args.width % 4),
+                   (f"--ddim-steps {args.ddim_steps} is more than the {args.T} diffusion steps (--T)", args.ddim_steps > args.T),
+                   ("--n-train/--n-test/--dataset choose the synthetic data; they do not apply to --data", args.data and synthetic_only),
+                   ("--cond and --guidance condition the DDPM, which --model autoencoder does not train", args.model == "autoencoder" and cond_only),
+                   ("--guidance applies with --cond only", "guidance" in given and not args.cond),
+                   (f"--seed {args.seed} must be between 0 and 2**32 - 1", not 0 <= args.seed < 2 ** 32)):
+    if bad: p.error(why)
+  if "steps" in given:
+    for dest, model in (("ae_steps", "autoencoder"), ("ddpm_steps", "diffusion")):
+      if args.model not in (model, "all"): continue
+      if dest in given: p.error(f"--steps and --{dest.replace('_', '-')} both set the {model}'s steps: give one")
+      setattr(args, dest, args.steps)
+  if not args.data and args.batch > args.n_train: p.error(f"--batch {args.batch} is larger than the {args.n_train} training images")
   return args
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  from common.device import open_device
-  open_device()
-  if args.bench:
-    seed_all(args.seed)
-    run_bench(args)
-    return 0
-  rng = seed_all(args.seed)
-  out = out_dir(args.out)
-  t_start = time.perf_counter()
-  data = load_data(args)
-  if len(data.x_train) < args.batch: raise UserError(f"{data.source}: {len(data.x_train)} training images, fewer than --batch {args.batch}")
-  channels, size, n_classes = data.x_train.shape[1], data.x_train.shape[2], len(data.names)
-  if args.cond and not data.labelled: raise UserError(f"--cond needs labels, and {data.source} has none (use class subfolders)")
-  print(f"data: {data.source}: {len(data.x_train)} train / {len(data.x_test)} held-out, {channels}x{size}x{size}, "
-        f"{n_classes or 'no'} classes")
-  summary: dict = {"args": vars(args), "data": data.source}
-  ok = True
-
-  # ---- checkpoint: what to load instead of training ----
-  loaded, meta = ({}, {})
-  if args.load:
-    loaded, meta = load_checkpoint(args.load)
-    want = {"channels": channels, "size": size, "latent": args.latent, "width": args.width, "n_classes": n_classes, "cond": args.cond}
-    for k, v in want.items():
-      if k in meta and meta[k] != v: raise UserError(f"checkpoint {args.load}: trained with {k}={meta[k]}, this run has {k}={v}")
-
-  def restore(prefix: str, model) -> bool:
-    part = {k[len(prefix):]: v for k, v in loaded.items() if k.startswith(prefix)}
-    if not part: return False
-    state = get_state_dict(model)
-    check_state_matches(state, part, f"checkpoint {args.load} ({prefix.rstrip('.')})")
-    # copy into the model's own buffers (realized first): assigned while still lazy, a weight would alias the
-    # checkpoint's bytes, at offsets not aligned for the vector loads of the compiled kernels
-    realize_init(model)
-    for k, v in state.items(): v.assign(part[k].cast(v.dtype)).realize()
-    return True
-
-  to_save: dict[str, Tensor] = {}
-
-  # ---- the judge: train the classifier first, it scores the DDPM's samples ----
-  clf = None
-  if data.labelled and args.model in ("ddpm", "all"):
-    clf = Classifier(channels, size, n_classes)
-    if not restore("classifier.", clf):
-      losses = train_loop("classifier", make_classifier_step(clf, args.lr), data.x_train, data.y_train, args.clf_steps, args.batch, rng)
-      plot_curves(out / "classifier_loss.png", {"cross-entropy": losses}, title="digit classifier", ylabel="loss", logy=True, smooth=20)
-    probs, feats_real = classify(clf, data.x_test)
-    acc = float((probs.argmax(1) == data.y_test).mean())
-    summary["classifier_heldout_accuracy"] = acc
-    print(f"classifier: held-out accuracy {acc * 100:.2f} % on {len(data.x_test)} images")
-    if not args.quick: ok &= check("classifier held-out accuracy", acc * 100, 98.0, unit=" %")
-    to_save.update({f"classifier.{k}": v for k, v in get_state_dict(clf).items()})
-
-  # ---- the autoencoder ----
-  if args.model in ("ae", "all"):
-    ae = Autoencoder(channels, size, args.latent)
-    if not restore("ae.", ae):
-      t0 = time.perf_counter()
-      losses = train_loop("autoencoder", make_ae_step(ae, args.lr), data.x_train, None, args.ae_steps, args.batch, rng)
-      summary["ae_train_s"] = time.perf_counter() - t0
-      plot_curves(out / "ae_loss.png", {"train MSE": losses}, title=f"autoencoder, latent {args.latent}", ylabel="MSE", logy=True, smooth=20)
-      summary["ae_loss_drop"] = loss_drop(losses)
-      if args.quick: ok &= check("autoencoder loss drop (first/last)", summary["ae_loss_drop"], 2.0, unit="x")
-    recon = np.concatenate([ae(Tensor(data.x_test[i:i + 250])).numpy() for i in range(0, len(data.x_test), 250)])
-    mse = float(((recon - data.x_test) ** 2).mean())
-    summary["ae_heldout_mse"] = mse
-    print(f"autoencoder: held-out reconstruction MSE {mse:.5f} ({len(data.x_test)} images, latent {args.latent})")
-    if not args.quick: ok &= check("autoencoder held-out MSE", mse, 0.01, higher_is_better=False)
-    hwc = lambda a: a.transpose(0, 2, 3, 1)
-    save_image(image_grid(hwc(np.concatenate([data.x_test[:12], recon[:12]])), nrow=12), out / "ae_reconstructions.png")
-    # latent interpolation: rows of decoded z = (1 - a) z_i + a z_j, between held-out images of different classes
-    pairs = [(i, i + 1) for i in range(0, 10, 2)]
-    z = ae.encode(Tensor(data.x_test[:12])).numpy()
-    alphas = np.linspace(0, 1, 10, dtype=np.float32)[:, None]
-    zs = np.concatenate([(1 - alphas) * z[i] + alphas * z[j] for i, j in pairs])
-    save_image(image_grid(hwc(ae.decode(Tensor(zs)).numpy()), nrow=10), out / "ae_interpolation.png")
-    to_save.update({f"ae.{k}": v for k, v in get_state_dict(ae).items()})
-
-  # ---- the DDPM ----
-  if args.model in ("ddpm", "all"):
-    sched = Schedule(args.schedule, args.T)
-    unet, ema = UNet(channels, args.width, n_classes if args.cond else 0), UNet(channels, args.width, n_classes if args.cond else 0)
-    # the EMA starts as a copy of the initial weights: clones, so its buffers are updated apart from the model's
-    realize_init(unet)
-    for e, p in zip(get_parameters(ema), get_parameters(unet)): e.replace(p.detach().clone())
-    realize_init(ema)
-    n_params = sum(p.numel() for p in get_parameters(unet))
-    print(f"U-Net: width {args.width}, {n_params / 1e6:.2f} M parameters, {args.schedule} β, T = {args.T}" + (", class-conditional" if args.cond else ""))
-    if not (restore("unet.", unet) and restore("ema.", ema)):
-      step = make_ddpm_step(unet, ema, sched, args.ddpm_lr, 0.1)
-      x_scaled = data.x_train * 2 - 1
-      y_train = np.maximum(data.y_train, 0)
-      t0 = time.perf_counter()
-      losses = train_loop("DDPM", step, x_scaled, y_train, args.ddpm_steps, args.batch, rng,
-                          extra=lambda i: (Tensor([ema_decay_at(i, args.ema)]),),
-                          max_seconds=args.ddpm_minutes * 60 if args.ddpm_minutes else None)
-      summary["ddpm_steps_done"] = len(losses)
-      summary["ddpm_train_s"] = time.perf_counter() - t0
-      summary["ddpm_loss_drop"] = loss_drop(losses)
-      plot_curves(out / "ddpm_loss.png", {"ε-prediction MSE": losses}, title="DDPM training", ylabel="loss", logy=True, smooth=50)
-      print(f"DDPM: {len(losses)} steps in {summary['ddpm_train_s']:.0f} s, loss {np.mean(losses[:10]):.3f} -> {np.mean(losses[-50:]):.4f}")
-      ok &= check("DDPM loss drop (first/last)", summary["ddpm_loss_drop"], 3.0, unit="x")
-    sampler = Sampler(ema, sched, args.guidance)
-    requested = np.arange(args.n_samples) % max(n_classes, 1)
-    t0 = time.perf_counter()
-    samples, snaps = sampler.sample(requested, channels, size, "ddim", args.ddim_steps, keep=10, desc=f"DDIM {args.ddim_steps} steps")
-    summary["ddim_sampling_s"] = time.perf_counter() - t0
-    save_image(image_grid(samples[:100].transpose(0, 2, 3, 1), nrow=10), out / "ddpm_samples.png")
-    if args.ancestral_samples:
-      t0 = time.perf_counter()
-      anc, snaps = sampler.sample(requested[:args.ancestral_samples], channels, size, "ancestral", keep=10, desc=f"ancestral {args.T} steps")
-      summary["ancestral_sampling_s"] = time.perf_counter() - t0
-      save_image(image_grid(anc.transpose(0, 2, 3, 1), nrow=min(8, len(anc))), out / "ddpm_samples_ancestral.png")
-    # one sample from noise to digit (ancestral when drawn, else DDIM)
-    save_image(image_grid(np.stack(snaps).transpose(0, 2, 3, 1), nrow=len(snaps)), out / "ddpm_denoising.png")
-    if clf is not None:
-      probs, feats = classify(clf, samples)
-      q = sample_quality(probs, n_classes, requested if args.cond else None)
-      q["frechet_distance"] = frechet_distance(feats_real, feats)
-      # the same distance between two halves of the real held-out set: what "indistinguishable" scores
-      half = len(feats_real) // 2
-      q["frechet_distance_real_vs_real"] = frechet_distance(feats_real[:half], feats_real[half:])
-      summary["ddpm_quality"] = q
-      print(f"DDPM samples ({len(samples)}, DDIM {args.ddim_steps} steps, {summary['ddim_sampling_s']:.1f} s): "
-            f"{q['confident_fraction'] * 100:.1f} % confident (p >= 0.9), classes "
-            + " ".join(f"{n}:{f * 100:.0f}%" for n, f in zip(data.names, q["class_fractions"]))
-            + f", Fréchet distance {q['frechet_distance']:.2f} (real vs real {q['frechet_distance_real_vs_real']:.2f})")
-      if args.full:
-        ok &= check("DDPM confident samples", q["confident_fraction"] * 100, 80.0, unit=" %")
-        ok &= check("DDPM rarest class share", min(q["class_fractions"]) * 100, 5.0, unit=" %")
-        ok &= check("DDPM commonest class share", max(q["class_fractions"]) * 100, 15.0, higher_is_better=False, unit=" %")
-        if args.cond: ok &= check("DDPM worst per-class accuracy", min(q["per_class_accuracy"]) * 100, 90.0, unit=" %")
-      elif args.cond:
-        print("per-class accuracy of conditional samples: " + " ".join(f"{n}:{a * 100:.0f}%" for n, a in zip(data.names, q["per_class_accuracy"])))
-    to_save.update({f"unet.{k}": v for k, v in get_state_dict(unet).items()})
-    to_save.update({f"ema.{k}": v for k, v in get_state_dict(ema).items()})
-
-  summary["wall_s"] = time.perf_counter() - t_start
-  summary["passed"] = bool(ok)
-  if args.save:
-    save_checkpoint(to_save, args.save, metadata={"channels": channels, "size": size, "latent": args.latent, "width": args.width,
-                                                  "n_classes": n_classes, "cond": args.cond, "schedule": args.schedule})
-    print(f"saved {args.save}")
-  save_json(summary, out / "summary.json")
-  print(f"wrote {out}/ in {summary['wall_s']:.0f} s")
-  return 0 if ok else 1
-
-
-if __name__ == "__main__":
-  status = run_main(main)
+  status = run_bench(args) if args.bench else demo(args)
   # tinygrad's caches now hold millions of small objects; frozen, the garbage collector's last passes at
   # interpreter exit skip them (measured: a --quick run ended ~10 s sooner on a 2-core CPU)
   gc.freeze()
-  sys.exit(status)
+  return status
+
+
+if __name__ == "__main__":
+  sys.exit(run_main(main))
