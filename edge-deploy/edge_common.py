@@ -1,6 +1,7 @@
 """What the edge-deploy levers share, written once: the int8 weight format (quantize.py's CNN and llm.py's
 decoder both store weights this way), the digit CNN and its training loop (quantize.py trains and
-distils it, memory_plan.py measures it), kernel counting, and the checks and flags the scripts share.
+distils it, memory_plan.py measures it), kernel counting, the copy-bandwidth kernel that llm.py measures
+the decode against, and the checks and flags the scripts share.
 
 Not a script. Each lever (`python3 edge-deploy/<lever>.py`) imports it from beside itself.
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import common                      # first: turns NV=1 / CUDA=1 into DEV=... before tinygrad reads it
 import numpy as np
-from tinygrad import Tensor, TinyJit, GlobalCounters, Context, dtypes, nn
+from tinygrad import Tensor, TinyJit, Device, GlobalCounters, Context, UOp, dtypes, nn
 from common import UserError
 from common.train import on_cpu, realize_init
 
@@ -126,6 +127,29 @@ def count_kernels(fn) -> tuple[int, int]:
   GlobalCounters.reset()
   fn().realize()
   return GlobalCounters.kernel_count, GlobalCounters.global_mem
+
+
+def stream_add_one(x: Tensor) -> Tensor:
+  """y = x + 1, the copy-bandwidth kernel. On a GPU its layout is given explicitly, as a bandwidth test's should be:
+  4 floats (one 16-byte load) per thread, 128 threads per block. tinygrad's heuristic picks narrower loads for it, and
+  the decode's fraction of "copy bandwidth" would be flattered by a slow copy (H200: 1.65 TB/s heuristic, 3.8 explicit).
+  Elsewhere (CPU) tinygrad's own choice, which spreads the loop over the cores."""
+  if not Device[Device.DEFAULT].renderer.has_local: return x + 1
+  from tinygrad.codegen.opt import Opt, OptOps
+  from tinygrad.uop.ops import KernelInfo
+  def kernel(y: UOp, src: UOp) -> UOp:
+    i = UOp.range(src.shape[0], 0)
+    opts = (Opt(OptOps.UPCAST, 0, 4), Opt(OptOps.LOCAL, 0, 128))
+    return y[i].store(src[i] + 1).end(i).sink(arg=KernelInfo(name="stream_add_one", opts_to_apply=opts))
+  return Tensor.empty_like(x).custom_kernel(x, fxn=kernel)[0]
+
+
+def measure_copy_bandwidth(bench, mib: int) -> float:
+  """STREAM-style 'y = x + 1' over a float32 buffer much larger than any cache: GB/s of read + write."""
+  n = mib * 2**20 // 4
+  x = Tensor.ones(n).contiguous().realize()
+  stream = TinyJit(lambda x: stream_add_one(x).realize())
+  return bench.run(f"stream y=x+1 {mib} MiB", lambda: stream(x), rate=(2 * n * 4 / 1e9, "GB/s"), iters=20, max_seconds=3.0)["value"]
 
 
 def timing(quick: bool) -> dict:

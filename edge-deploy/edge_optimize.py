@@ -30,7 +30,7 @@ summary.json (every table), cnn_loss.png, distillation.png; --json PATH writes t
 
 What to expect: README.md has every table with its command and machine. On any device the CNN reaches about
 99.7 % on held-out synthetic digits in all three precisions, int8 weights taking a quarter of the fp32 bytes, and
-the planner matches tinygrad's allocator within 1 %. A CPU has no fast fp16 path, so fp16 runs *slower* there;
+the planner matches tinygrad's allocator within 0.5 % at the default settings. A CPU has no fast fp16 path, so fp16 runs *slower* there;
 the 2x is a GPU property. On an Orin (planned, not measured): LLaMA 3.2 1B fp16 reads 2.5 GB per token, so decode
 is bounded by ~41 tok/s at 102 GB/s with a short context; int8 roughly doubles it.
 """

@@ -26,8 +26,7 @@ The matvecs want the backend's matvec fix (MATVEC_FIX=1, on by default on a Jets
 this process does not have runs in a fresh `python3 edge-deploy/llm.py --matvec-fix N` with MATVEC_FIX=N.
 
 Run it
-  NV=1 python3 edge-deploy/llm.py                        # LLaMA 3.2 1B shape on a Jetson, fix off and on
-  NV=1 JITBEAM=2 python3 edge-deploy/llm.py              # let tinygrad search the decode kernels
+  NV=1 python3 edge-deploy/llm.py                        # LLaMA 3.2 1B shape on a Jetson, fix off and on (JITBEAM=2: searched)
   python3 edge-deploy/llm.py --quick                     # the tiny shape, seconds on a CPU
   python3 edge-deploy/llm.py --bench --json out/llm.json # decode and copy records, this process's MATVEC_FIX
 --llm-config: llama3.2-1b (GPU default), llama3.2-3b, llama3.1-8b, qwen3-0.6b, qwen3-1.7b, small (CPU default),
@@ -102,16 +101,14 @@ class DecodeConfig:
   settings: tuple[str, ...] = SETTINGS   # MATVEC_FIX values to decode with
   seed: int = 0
   quick: bool = False
-  timed: dict | None = None
 
 
 # ---- the math: one decode step ----------------------------------------------------------------
 
 def rope_table(cfg: LlamaConfig, max_context: int) -> Tensor:
-  """cos and sin of pos · θ^(−2j/hd), j < hd/2, in one (max_context, 2, hd/2) fp32 table (HF's rotate-half
-  convention). One table rather than two: a step then reads rope from one buffer, which keeps the rotation
-  cheap enough for tinygrad to compute it inside the kernels that read q and k (its fusion heuristic
-  materializes an elementwise result that reads more than 3 buffers, and the position variable is one)."""
+  """cos and sin of pos · θ^(−2j/hd), j < hd/2, in one (max_context, 2, hd/2) fp32 table (HF's rotate-half convention).
+  One table, not two: tinygrad materializes an elementwise result that reads more than 3 buffers (the position
+  variable is one), and with one table the rotation stays inside the kernels that read q and k."""
   inv_freq = 1.0 / (cfg.rope_theta ** (np.arange(0, cfg.hd, 2, dtype=np.float64) / cfg.hd))
   angles = np.arange(max_context, dtype=np.float64)[:, None] * inv_freq[None, :]
   return Tensor(np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)).realize()
@@ -174,12 +171,10 @@ def llama_decode(cfg: LlamaConfig, w: dict, caches: list[Tensor], rope_cs: Tenso
 
 
 def greedy_token(logits: Tensor, row: int = 256) -> Tensor:
-  """argmax over the vocabulary, (1, V) float -> (1, 1) int32: the first index of the largest logit.
-  Written in two levels of `row`-wide rows: the logits (padded with −inf) are viewed as (V/row, row), each row is
-  reduced by its own threads, then the V/row row results. tinygrad's argmax(-1) reduces the 128,256 logits of LLaMA 3
-  through its generic split, which leaves 256 threads each walking 501 values (97 µs per token on an H200, two
-  passes). The index pass finds the first maximum as max over i of (N − i) where the logit equals the max
-  (N = padded length), so the smallest such i wins, as in argmax."""
+  """argmax over the vocabulary, (1, V) float -> (1, 1) int32: the first index of the largest logit, in two levels:
+  the logits (padded with −inf) viewed as (V/row, row), each row reduced by its own threads, then the row results.
+  (tinygrad's argmax(-1) leaves 256 threads each walking 501 of LLaMA 3's 128,256 logits.) The index pass takes
+  max over i of (N − i) where the logit equals the max (N = padded length): the smallest such i wins, as in argmax."""
   V = logits.shape[-1]
   # padded to a multiple of 16 rows, so that the second level splits evenly over threads too (128,256 -> 512 x 256)
   padded = logits.reshape(V).pad(((0, (-V) % (16 * row)),), value=-math.inf).reshape(-1, row)    # (rows, row)
@@ -210,9 +205,8 @@ def llama_init(cfg: LlamaConfig, dtype=dtypes.half, std: float = 0.02) -> dict[s
 
 
 def llama_quantize(w: dict[str, Tensor]) -> dict:
-  """int8 weight-only: every matrix (embedding/head included: per-token rows) -> Int8Weight; norms stay fp16.
-  The scales are per output row, so quantizing the fused wqkv / w_gate_up gives exactly the codes and scales
-  that quantizing wq, wk, wv (or w_gate, w_up) one by one would."""
+  """int8 weight-only: every matrix (embedding/head included) -> Int8Weight; norms stay fp16. The scales are per output
+  row, so the fused wqkv / w_gate_up get exactly the codes and scales that wq, wk, wv (w_gate, w_up) would alone."""
   return {k: quantize_int8(v) if v.ndim == 2 else v for k, v in w.items()}
 
 
@@ -249,30 +243,7 @@ class Decoder:
     return jit_kernel_count(self.step)
 
 
-# ---- measuring: copy bandwidth, then the decode ------------------------------------------------
-
-def stream_add_one(x: Tensor) -> Tensor:
-  """y = x + 1, the copy-bandwidth kernel. On a GPU its layout is given explicitly, as a bandwidth test's should be:
-  4 floats (one 16-byte load) per thread, 128 threads per block. tinygrad's heuristic picks narrower loads for it, and
-  the decode's fraction of "copy bandwidth" would be flattered by a slow copy (H200: 1.65 TB/s heuristic, 3.8 explicit).
-  Elsewhere (CPU) tinygrad's own choice, which spreads the loop over the cores."""
-  if not Device[Device.DEFAULT].renderer.has_local: return x + 1
-  from tinygrad.codegen.opt import Opt, OptOps
-  from tinygrad.uop.ops import KernelInfo
-  def kernel(y: UOp, src: UOp) -> UOp:
-    i = UOp.range(src.shape[0], 0)
-    opts = (Opt(OptOps.UPCAST, 0, 4), Opt(OptOps.LOCAL, 0, 128))
-    return y[i].store(src[i] + 1).end(i).sink(arg=KernelInfo(name="stream_add_one", opts_to_apply=opts))
-  return Tensor.empty_like(x).custom_kernel(x, fxn=kernel)[0]
-
-
-def measure_copy_bandwidth(bench: Bench, mib: int) -> float:
-  """STREAM-style 'y = x + 1' over a float32 buffer much larger than any cache: GB/s of read + write."""
-  n = mib * 2**20 // 4
-  x = Tensor.ones(n).contiguous().realize()
-  stream = TinyJit(lambda x: stream_add_one(x).realize())
-  return bench.run(f"stream y=x+1 {mib} MiB", lambda: stream(x), rate=(2 * n * 4 / 1e9, "GB/s"), iters=20, max_seconds=3.0)["value"]
-
+# ---- measuring: the decode against the copy bandwidth (edge_common.measure_copy_bandwidth) -------
 
 def time_decode(cfg: DecodeConfig, w: dict, precision: str, bench: Bench, copy_gbs: float) -> tuple[dict, np.ndarray]:
   """Decode cfg.tokens tokens greedily; -> (figures, the first token's logits)."""
@@ -293,7 +264,7 @@ def time_decode(cfg: DecodeConfig, w: dict, precision: str, bench: Bench, copy_g
 
 def decode_here(cfg: DecodeConfig, bench: Bench) -> dict:
   """fp16 and int8 decode on this process's device, with the MATVEC_FIX this process has."""
-  copy_gbs = measure_copy_bandwidth(bench, cfg.copy_mib)
+  copy_gbs = ec.measure_copy_bandwidth(bench, cfg.copy_mib)
   Tensor.manual_seed(cfg.seed)
   w16 = llama_init(cfg.model, dtypes.half)
   res = {"config": cfg.model.__dict__, "params": cfg.model.params(), "copy_GBps": copy_gbs, "matvec_fix": common.SETUP.matvec_fix, "runs": {}}
@@ -363,8 +334,7 @@ def print_table(cfg: DecodeConfig, per_fix: dict[str, dict]) -> None:
 
 
 def run(cfg: DecodeConfig, bench: Bench, out: Path, summary: dict) -> bool:
-  """The lever's demo: every MATVEC_FIX setting asked for, one table, the check. Results go into summary["llm"]
-  before a setting that was not available is reported, so a parent process can read them."""
+  """The lever's demo: every MATVEC_FIX setting asked for, one table, the check (main reports no available setting)."""
   per_fix = summary["llm"] = {fix: decode_setting(cfg, fix, bench, out) for fix in cfg.settings}
   print_table(cfg, per_fix)
   available = [res for res in per_fix.values() if res.get("available", True)]
@@ -408,7 +378,7 @@ def config(p, args) -> DecodeConfig:
   need = 3 * model.params() + 2 * model.kv_bytes(args.llm_tokens + 8) + 2 * copy_mib * 2**20
   ec.check_fits(need, f"--llm-config {name} with --copy-mib {copy_mib}", p)
   settings = SETTINGS if args.matvec_fix == "both" else (args.matvec_fix,)
-  return DecodeConfig(name, model, args.llm_tokens, copy_mib, settings, args.seed, args.quick, ec.timing(args.quick))
+  return DecodeConfig(name, model, args.llm_tokens, copy_mib, settings, args.seed, args.quick)
 
 
 def main() -> int:

@@ -222,7 +222,7 @@ def main() -> int:
   p = common.project_parser(ec.PROJECT, __doc__, quick_help="validate on the tiny LLM shape (seconds)", save_help=None)
   add_flags(p)
   args = p.parse_args()
-  if args.bench: p.error("--bench: the planner times nothing (quantize.py, fusion_beam.py and llm.py have benchmarks)")
+  if args.bench: p.error("--bench: the planner times nothing (quantize.py and llm.py have --bench; fusion_beam.py is timings throughout)")
   if args.json: p.error("--json writes timing records and the planner times nothing; its tables go to summary.json in --out")
   from common.cli import check_out_dir
   from common.files import save_json

@@ -232,7 +232,7 @@ def test_greedy_token_is_the_first_argmax(vocab):
 
 def test_stream_kernel_adds_one():
   x = Tensor.arange(4096).float().contiguous().realize()
-  np.testing.assert_array_equal(llm.stream_add_one(x).numpy(), np.arange(4096, dtype=np.float32) + 1)
+  np.testing.assert_array_equal(ec.stream_add_one(x).numpy(), np.arange(4096, dtype=np.float32) + 1)
 
 
 def test_decode_check_fails_when_int8_changes_nothing(capsys):
@@ -246,7 +246,7 @@ def test_missing_matvec_fix_is_reported_not_faked(tmp_path, monkeypatch):
   monkeypatch.setenv("MATVEC_FIX", "1")
   monkeypatch.setattr(common.SETUP, "matvec_fix", "not applied: backend has no install_matvec_fix")
   from common.bench import Bench
-  cfg = llm.DecodeConfig("tiny", llm.LLAMA_CONFIGS["tiny"], settings=("1",), timed=ec.timing(True))
+  cfg = llm.DecodeConfig("tiny", llm.LLAMA_CONFIGS["tiny"], settings=("1",))
   bench, summary = Bench("edge-deploy"), {}
   assert llm.run(cfg, bench, tmp_path, summary) is False
   assert summary["llm"] == {"1": {"available": False, "reason": "not applied: backend has no install_matvec_fix"}} and bench.records == []
