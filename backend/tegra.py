@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes, errno, os, sys, time
 from dataclasses import dataclass
 from tinygrad.helpers import round_up, getenv
-from tinygrad.device import BufferSpec
 from tinygrad.runtime import ops_nv
 from tinygrad.runtime.ops_nv import NVComputeQueue, NVCopyQueue, NVAllocator, NVProgram, NVSignal, GPFifo, nv_gpu
 from tinygrad.runtime.support.hcq import HCQBuffer, HCQCompiled, MMIOInterface
@@ -243,7 +242,8 @@ class TEGRAIface:
       self._ioctl(self.nvmap_fd, U.NVMAP_IOC_GET_FD, fd_args:=U.nvmap_create_handle(handle=mem.handle), "NVMAP_IOC_GET_FD")
       mem.dmabuf_fd = fd_args.size
       if gpu_map:
-        mp = U.nvgpu_as_map_buffer_ex_args(flags=U.NVGPU_AS_MAP_BUFFER_FLAGS_CACHEABLE if gpu_only and GPU_CACHEABLE else 0, compr_kind=U.NV_KIND_INVALID,
+        flags = U.NVGPU_AS_MAP_BUFFER_FLAGS_CACHEABLE if gpu_only and GPU_CACHEABLE else 0
+        mp = U.nvgpu_as_map_buffer_ex_args(flags=flags, compr_kind=U.NV_KIND_INVALID,
                                            incompr_kind=0, dmabuf_fd=mem.dmabuf_fd, page_size=0x1000)
         self._ioctl(self.as_fd, U.NVGPU_AS_IOCTL_MAP_BUFFER_EX, mp, f"AS MAP_BUFFER_EX({size:#x})")
         mem.gpu_va = mp.offset
@@ -260,7 +260,8 @@ class TEGRAIface:
 
   def _release(self, mem:TegraMem, keep_cpu_addr=False):
     """Free in the order the driver needs: GPU unmap, CPU munmap, close the dma-buf, then free the handle."""
-    if mem.gpu_va is not None: self._ioctl(self.as_fd, U.NVGPU_AS_IOCTL_UNMAP_BUFFER, U.nvgpu_as_unmap_buffer_args(offset=mem.gpu_va), "AS UNMAP_BUFFER")
+    if mem.gpu_va is not None:
+      self._ioctl(self.as_fd, U.NVGPU_AS_IOCTL_UNMAP_BUFFER, U.nvgpu_as_unmap_buffer_args(offset=mem.gpu_va), "AS UNMAP_BUFFER")
     if mem.cpu_addr is not None: self.io.munmap(mem.cpu_addr, mem.size)
     if mem.dmabuf_fd >= 0: self.io.close(mem.dmabuf_fd)
     self._ioctl(self.nvmap_fd, U.NVMAP_IOC_FREE, mem.handle, "NVMAP_IOC_FREE")

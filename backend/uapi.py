@@ -25,7 +25,8 @@ def _sparse_struct(name:str, size:int, fields:list[tuple[str, int, type]]):
   out, pos = [], 0
   for i, (fname, off, ctype) in enumerate(sorted(fields, key=lambda f: f[1])):
     if off > pos: out.append((f"_pad{i}", u8 * (off - pos)))
-    out.append((fname, ctype)); pos = off + ctypes.sizeof(ctype)
+    out.append((fname, ctype))
+    pos = off + ctypes.sizeof(ctype)
   if size > pos: out.append(("_pad_end", u8 * (size - pos)))
   return type(name, (ctypes.Structure,), {"_pack_": 1, "_fields_": out})
 

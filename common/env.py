@@ -73,7 +73,7 @@ def resolve(environ: dict[str, str], devices: list[str]) -> Resolution:
   """Translate legacy flags to DEV. Pure: reads `environ`, changes nothing."""
   known = set(devices)
   flags = {name: environ[name] for name in sorted(known - NOT_SELECTABLE | set(LEGACY_ALIASES)) if name in environ}
-  requested = {k: v for k, v in flags.items()}
+  requested = dict(flags)
   for name in ("DEV",) + PASSTHROUGH:
     if name in environ: requested[name] = environ[name]
   asked: dict[str, str] = {}               # flag -> DEV value it asks for

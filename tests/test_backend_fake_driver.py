@@ -1,7 +1,7 @@
 """The fake nvgpu/nvmap driver refuses what the real one (or the hardware) refuses. Each test takes the known-good
 bring-up sequence, breaks one rule, and expects the errno the kernel would return. Without these the device tests
 would prove only that the backend agrees with a permissive fake."""
-import ctypes, errno, mmap
+import ctypes, errno
 import pytest
 from backend import uapi as U
 from backend.testing.fake_driver import FakeTegra, CTRL_PATH, NVMAP_PATH, MAX_RING_BYTES
@@ -27,11 +27,15 @@ class Bringup:
     self.ch = c.channel_fd
     return self
 
-  def bind_as(self): self.fk.ioctl(self.as_fd, U.NVGPU_AS_IOCTL_BIND_CHANNEL, U.nvgpu_as_bind_channel_args(channel_fd=self.ch)); return self
+  def bind_as(self):
+    self.fk.ioctl(self.as_fd, U.NVGPU_AS_IOCTL_BIND_CHANNEL, U.nvgpu_as_bind_channel_args(channel_fd=self.ch))
+    return self
   def bind_tsg(self):
     self.fk.ioctl(self.tsg_fd, U.NVGPU_TSG_IOCTL_BIND_CHANNEL_EX, U.nvgpu_tsg_bind_channel_ex_args(channel_fd=self.ch, subcontext_id=self.veid))
     return self
-  def wdt_off(self): self.fk.ioctl(self.ch, U.NVGPU_IOCTL_CHANNEL_WDT, U.nvgpu_channel_wdt_args(wdt_status=1)); return self
+  def wdt_off(self):
+    self.fk.ioctl(self.ch, U.NVGPU_IOCTL_CHANNEL_WDT, U.nvgpu_channel_wdt_args(wdt_status=1))
+    return self
 
   def buf(self, size, heap=U.NVMAP_HEAP_IOVMM, align=0x1000):
     self.fk.ioctl(self.nvmap, U.NVMAP_IOC_CREATE, c:=U.nvmap_create_handle(size=size))
@@ -81,7 +85,8 @@ def test_as_bounds_nonzero_2mib_aligned_within_40_bits(start, end):
 
 def test_alloc_space_must_not_overlap_or_leave_the_as():
   b = Bringup().alloc_as()
-  space = lambda off, pages: b.fk.ioctl(b.as_fd, U.NVGPU_AS_IOCTL_ALLOC_SPACE, U.nvgpu_as_alloc_space_args(pages=pages, page_size=0x1000, flags=1, offset=off))
+  def space(off, pages):
+    b.fk.ioctl(b.as_fd, U.NVGPU_AS_IOCTL_ALLOC_SPACE, U.nvgpu_as_alloc_space_args(pages=pages, page_size=0x1000, flags=1, offset=off))
   space(0xFE00000000, 1 << 18)
   refused(errno.EINVAL, space, 0xFE00100000, 16)            # inside the first reservation
   refused(errno.EINVAL, space, 1 << 40, 16)                 # beyond 40 bits
@@ -90,7 +95,8 @@ def test_alloc_space_must_not_overlap_or_leave_the_as():
 def test_top_down_mapping_skips_reservations():
   b = Bringup().alloc_as()
   top = (1 << 40) - (2 << 20)
-  b.fk.ioctl(b.as_fd, U.NVGPU_AS_IOCTL_ALLOC_SPACE, U.nvgpu_as_alloc_space_args(pages=(top - 0xFE00000000) >> 12, page_size=0x1000, flags=1, offset=0xFE00000000))
+  b.fk.ioctl(b.as_fd, U.NVGPU_AS_IOCTL_ALLOC_SPACE,
+             U.nvgpu_as_alloc_space_args(pages=(top - 0xFE00000000) >> 12, page_size=0x1000, flags=1, offset=0xFE00000000))
   _, fd = b.buf(3 << 20)
   va = b.map(fd)
   assert va + (3 << 20) <= 0xFE00000000, hex(va)           # highest free range below the reservation

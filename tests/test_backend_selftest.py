@@ -1,6 +1,7 @@
 """`python3 -m backend.selftest` runs its ladder against the fake driver, and on a machine without Tegra nodes says so in
 one line and exits non-zero."""
 import os, subprocess, sys
+import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def selftest(*args):
@@ -8,16 +9,22 @@ def selftest(*args):
   env.pop("DEV", None)
   return subprocess.run([sys.executable, "-m", "backend.selftest", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
 
-def test_selftest_ladder_passes_on_the_fake_driver():
-  p = selftest("--fake")
+@pytest.mark.slow
+def test_selftest_ladder_passes_on_the_fake_orin_and_writes_a_complete_report(tmp_path):
+  p = selftest("--fake", "--report", str(tmp_path / "report.md"))
   assert p.returncode == 0, p.stdout + p.stderr[-2000:]
   lines = p.stdout.strip().splitlines()
-  for rung in ["nodes", "open", "alloc/free", "copy round trip", "one kernel", "1000 signals", "TinyJit graph"]:
-    assert any(l.startswith("PASS " + rung) for l in lines), (rung, lines)
-  assert not any(l.startswith("FAIL") for l in lines)
+  for rung in ["nodes", "open", "alloc/free", "copy round trip", "one kernel", "1000 signals", "ring wrap", "copy-ins", "TinyJit graph",
+               "1 GiB allocation", "compute vs CPU", "matmul vs numpy", "GPU L2 caching"]:
+    assert any(line.startswith("PASS " + rung) for line in lines), (rung, lines)
+  assert not any(line.startswith("FAIL") for line in lines)
+  report = (tmp_path / "report.md").read_text()
+  for part in ["# Tegra backend self-test report", "## Self-test ladder", "PASS GPU L2 caching", "## Device report", "## Microbenchmarks"]:
+    assert part in report, part
 
 def test_selftest_without_nodes_says_so_in_one_line():
   if all(os.path.exists(p) for p in ("/dev/nvgpu/igpu0/ctrl", "/dev/nvmap")): return   # on a real Jetson this check does not apply
   p = selftest()
   assert p.returncode != 0
-  assert p.stdout.strip().splitlines() == ["FAIL nodes: /dev/nvgpu/igpu0/ctrl is missing -- not a Jetson, or nvgpu/nvmap are not loaded (`lsmod | grep nvgpu`)"]
+  want = "FAIL nodes: /dev/nvgpu/igpu0/ctrl is missing -- not a Jetson, or nvgpu/nvmap are not loaded (`lsmod | grep nvgpu`)"
+  assert p.stdout.strip().splitlines() == [want]

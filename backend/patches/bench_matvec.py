@@ -15,7 +15,7 @@ import argparse, json, os, subprocess, sys, time
 def measure(n:int, iters:int, warmup:int) -> dict:
   """Runs inside the child process: time one configuration and return the statistics."""
   import numpy as np
-  from tinygrad import Tensor, Device, TinyJit, dtypes
+  from tinygrad import Tensor, Device, TinyJit
   dev = Device[Device.DEFAULT]
   rng = np.random.default_rng(0)
   x = Tensor(rng.standard_normal((1, n), dtype=np.float32).astype(np.float16)).realize()
@@ -40,7 +40,8 @@ def measure(n:int, iters:int, warmup:int) -> dict:
 def run_case(n:int, fix:bool, iters:int, warmup:int) -> dict:
   env = {**os.environ, "MATVEC_FIX": "1" if fix else "0"}
   code = ("import json, sys\nimport backend\nif sys.argv[1] == '1': backend.install_matvec_fix()\n"
-          "from backend.patches.bench_matvec import measure\nprint('RESULT', json.dumps(measure(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))")
+          "from backend.patches.bench_matvec import measure\n"
+          "print('RESULT', json.dumps(measure(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))")
   p = subprocess.run([sys.executable, "-c", code, "1" if fix else "0", str(n), str(iters), str(warmup)], env=env, capture_output=True, text=True)
   if p.returncode != 0: raise SystemExit(f"N={n} fix={fix} failed:\n{p.stderr[-3000:]}")
   return json.loads(next(l for l in p.stdout.splitlines() if l.startswith("RESULT"))[len("RESULT "):])

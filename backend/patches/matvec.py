@@ -54,7 +54,8 @@ def _matvec_reduce(k):
     for b in leaves:
       if a is b: continue
       idx0, idx1 = a.src[1].get_idx(), b.src[1].get_idx()
-      if any(u is first_reduce for u in idx0.split_uop(Ops.ADD)) and all(r in idx1.ranges for r in idx0.ranges) and len(idx1.ranges) > len(idx0.ranges):
+      if any(u is first_reduce for u in idx0.split_uop(Ops.ADD)) and all(r in idx1.ranges for r in idx0.ranges) \
+         and len(idx1.ranges) > len(idx0.ranges):
         return first_reduce, b
   return None
 

@@ -315,7 +315,8 @@ class FakeTegra:
     if a.mapping_size != 0: raise self._refuse(errno.EINVAL, "map_size && non-fixed-mapping")
     if a.page_size == 0: raise self._refuse(errno.EINVAL, "page_size left unset")
     if a.page_size != PAGE: raise self._refuse(errno.EINVAL, f"page_size {a.page_size} (only 4 KiB is emulated)")
-    if a.compr_kind == K.NV_KIND_INVALID and a.incompr_kind == K.NV_KIND_INVALID: raise self._refuse(errno.EINVAL, "neither a compressible nor an incompressible kind")
+    if a.compr_kind == K.NV_KIND_INVALID and a.incompr_kind == K.NV_KIND_INVALID:
+      raise self._refuse(errno.EINVAL, "neither a compressible nor an incompressible kind")
     # top-down first fit below the end of the AS, skipping reservations and existing maps
     size, top = _round_page(h.size), as_.end
     for s, e in sorted([(m.va, m.va + m.size) for m in as_.maps] + as_.reservations, reverse=True) + [(as_.start, as_.start)]:
@@ -368,7 +369,8 @@ class FakeTegra:
     if ch.as_ is None or ch.tsg is None: raise self._refuse(errno.EINVAL, "SETUP_BIND before the channel is bound to AS and TSG")
     if a.flags & ~K.SETUP_BIND_FLAGS_KNOWN: raise self._refuse(errno.EINVAL, f"unknown SETUP_BIND flags {a.flags:#x}")
     ch.deterministic = bool(a.flags & K.SETUP_BIND_FLAGS_DETERMINISTIC)
-    if ch.deterministic and ch.wdt_enabled: raise self._refuse(errno.EINVAL, "deterministic channel with a live watchdog: disable it (CHANNEL_WDT) first")
+    if ch.deterministic and ch.wdt_enabled:
+      raise self._refuse(errno.EINVAL, "deterministic channel with a live watchdog: disable it (CHANNEL_WDT) first")
     n = a.num_gpfifo_entries
     if n < 2 or n & (n - 1) or n > (1 << 16): raise self._refuse(errno.EINVAL, f"num_gpfifo_entries {n} is not a power of two in [2, 65536]")
     if a.userd_dmabuf_offset or a.gpfifo_dmabuf_offset: raise self._refuse(errno.EINVAL, "dma-buf offsets must be 0")
@@ -577,7 +579,8 @@ class FakeTegra:
     c = ch.copy
     if (xfer:=val & 3) != 0:
       if xfer != 2: raise GPUFault("only non-pipelined copies are emulated")
-      src, dst = (c.get(K.DMA_OFFSET_IN_HI, 0) << 32) | c.get(K.DMA_OFFSET_IN_LO, 0), (c.get(K.DMA_OFFSET_OUT_HI, 0) << 32) | c.get(K.DMA_OFFSET_OUT_LO, 0)
+      src = (c.get(K.DMA_OFFSET_IN_HI, 0) << 32) | c.get(K.DMA_OFFSET_IN_LO, 0)
+      dst = (c.get(K.DMA_OFFSET_OUT_HI, 0) << 32) | c.get(K.DMA_OFFSET_OUT_LO, 0)
       if (n:=c.get(K.DMA_LINE_LENGTH_IN, 0)): self.gpu_write(ch.as_, dst, self.gpu_read(ch.as_, src, n))
       self.copies += 1
     if (sem:=(val >> 3) & 3) != 0:

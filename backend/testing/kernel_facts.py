@@ -82,7 +82,8 @@ CHARACTERISTICS_SIZE = 328
 CHARACTERISTICS_OFFSETS = {"arch": (0, u32), "impl": (4, u32), "num_gpc": (12, u32), "num_tpc_per_gpc": (40, u32), "flags": (64, u64),
   "compute_class": (80, u32), "gpfifo_class": (84, u32), "dma_copy_class": (92, u32), "sm_arch_sm_version": (100, u32),
   "sm_arch_warp_count": (108, u32), "gpu_va_bit_count": (122, u8), "max_gpfifo_entries": (308, u32)}
-GPU_FLAGS_SUPPORT_IO_COHERENCE, GPU_FLAGS_SUPPORT_TSG_SUBCONTEXTS, GPU_FLAGS_SUPPORT_USERMODE_SUBMIT = 1 << 20, 1 << 22, 1 << 30  # nvgpu-ctrl.h NVGPU_GPU_FLAGS_*
+# nvgpu-ctrl.h NVGPU_GPU_FLAGS_SUPPORT_IO_COHERENCE / _TSG_SUBCONTEXTS / _USERMODE_SUBMIT (bit numbers also in FACTS)
+GPU_FLAGS_SUPPORT_IO_COHERENCE, GPU_FLAGS_SUPPORT_TSG_SUBCONTEXTS, GPU_FLAGS_SUPPORT_USERMODE_SUBMIT = 1 << 20, 1 << 22, 1 << 30
 
 # ---- ga10b values (FACTS "Hardware"; classes also in NVGPU include/nvgpu/hw/ga10b and open-gpu-doc class headers) ----
 COMPUTE_CLASS, GPFIFO_CLASS, DMA_CLASS = 0xC7C0, 0xC76F, 0xC7B5    # AMPERE_COMPUTE_B, AMPERE_CHANNEL_GPFIFO_A, AMPERE_DMA_COPY_B
