@@ -97,11 +97,11 @@ from tinygrad import Tensor, TinyJit, dtypes
 from common import fail, check, seed_all
 from common.cli import check_out_dir
 from common.device import synchronize
-from common.files import save_checkpoint, save_image, save_json
+from common.files import save_checkpoint, save_json
 # plumbing kept beside this script: the demo scene, the file readers and writers, the command line
 from scene import synthetic_pair
 from stereo_cli import parse_args
-from stereo_files import colorize, load_calibration, load_ground_truth, read_grey, read_saved_disparity, remap_bilinear, write_pfm
+from stereo_files import load_calibration, load_ground_truth, read_grey, read_saved_disparity, remap_bilinear, write_maps
 
 PROJECT, SCRIPT = "stereo", "stereo/depth_map.py"
 # Cost of a match outside the right image (x − d < 0), as a fraction of the largest cost. Not the maximum:
@@ -586,31 +586,6 @@ def depth_and_obstacles(inp: StereoInput, disp: np.ndarray, valid: np.ndarray, g
   return depth, depth_ok
 
 
-def write_images(out: Path, inp: StereoInput, max_disp: int, disp, valid, depth, depth_ok) -> list[str]:
-  """disparity.png, depth.png, disparity.pfm, overview.png (+ error.png with ground truth) -> their names."""
-  from common.plots import figure, save_figure
-  disp_rgb = colorize(disp, valid, 0.0, float(max_disp - 1))
-  near, far = np.percentile(depth[depth_ok], [2, 98]) if depth_ok.any() else (0.0, 1.0)   # bright = near
-  depth_rgb = colorize(-depth, depth_ok, -far, -near, cmap="magma")
-  save_image(disp_rgb, out / "disparity.png")
-  save_image(depth_rgb, out / "depth.png")
-  write_pfm(np.where(valid, disp, np.inf), out / "disparity.pfm")
-  names = ["disparity.png", "depth.png", "disparity.pfm", "overview.png"]
-  panels = [("left", inp.left / 255.0), ("disparity", disp_rgb), ("depth", depth_rgb)]
-  if inp.gt is not None:
-    panels.insert(2, ("ground truth", colorize(inp.gt, inp.known, 0.0, float(max_disp - 1))))
-    err = np.abs(fill_invalid(disp, valid) - inp.gt)
-    save_image(colorize(np.minimum(err, 4.0), inp.known, 0.0, 4.0, cmap="inferno"), out / "error.png")
-    names.append("error.png")
-  fig, axes = figure(1, len(panels), size=(3.6 * len(panels), 3.2))
-  for ax, (title, img) in zip(axes, panels):
-    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
-    ax.set_title(title)
-    ax.axis("off")
-  save_figure(fig, out / "overview.png")
-  return names
-
-
 def write_extras(args, inp: StereoInput, cfg: MatchConfig, disp, valid, timing: dict | None) -> None:
   """--save-disparity (the map and its mask, safetensors) and --json (the matcher's calls as one bench
   record: the first two calls, compile and JIT capture, as warm-up; the replays as samples)."""
@@ -642,7 +617,8 @@ def run_demo(args) -> int:
   depth, depth_ok = depth_and_obstacles(inp, disp, valid, args.grid, summary)
   ok = score_and_check(args, inp, disp, valid, summary) if inp.gt is not None else True
   if inp.gt is None: print("no ground truth given (--gt): nothing to check")
-  names = write_images(Path(args.out), inp, cfg.max_disp, disp, valid, depth, depth_ok)
+  error = np.abs(fill_invalid(disp, valid) - inp.gt) if inp.gt is not None else None    # what the dense score counts
+  names = write_maps(Path(args.out), inp.left, cfg.max_disp, disp, valid, depth, depth_ok, inp.gt, inp.known, error)
   write_extras(args, inp, cfg, disp, valid, summary["timing"])
   save_json(summary, Path(args.out) / "summary.json")
   print(f"wrote {args.out}/{', '.join(names + ['summary.json'])}")

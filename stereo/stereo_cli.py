@@ -22,22 +22,8 @@ def parse_sizes(text: str, smallest: int = 8) -> list[tuple[int, int]]:
 def parse_grid(text: str) -> list[tuple[int, int]]: return parse_sizes(text, smallest=1)
 
 
-def parse_args(argv, doc: str, defaults) -> argparse.Namespace:
-  """depth_map.py's flags; `defaults` is a MatchConfig() (the matcher's defaults live there, once)."""
-  d = defaults
-  p = project_parser("stereo", doc, save_help=None,
-                     quick_help="tiny synthetic scene and disparity range: 128x96, D=16, one call; --bench: 64x48, D=16")
-  g = p.add_argument_group("input")
-  g.add_argument("--left", metavar="PATH", help="left image (any format Pillow reads, 8- or 16-bit); default: a synthetic scene")
-  g.add_argument("--right", metavar="PATH", help="right image, same size as --left")
-  g.add_argument("--calib", metavar="NPZ", help="calibration from stereo/calibrate_stereo.py (Q matrix, rectification maps)")
-  g.add_argument("--focal-px", type=float_range(1, 1e5), default=None,
-                 help="focal length in pixels without --calib; None: the IMX219's 2.6 mm lens, 0.708 × image width")
-  g.add_argument("--baseline-m", type=float_range(0.001, 100), default=0.06, help="camera baseline in metres without --calib")
-  g.add_argument("--scene", choices=["boxes", "fronto", "slanted"], default="boxes", help="synthetic scene when no --left/--right")
-  g.add_argument("--size", type=parse_sizes, default="320x240", help="synthetic scene size WIDTHxHEIGHT (--quick: 128x96)")
-  g.add_argument("--noise", type=float_range(0, 255), default=2.0, help="synthetic camera noise, grey levels (σ)")
-  g = p.add_argument_group("matching")
+def add_matching_flags(g, d) -> None:
+  """The matcher's flags, with the defaults of MatchConfig `d`."""
   g.add_argument("--max-disp", type=positive_int, default=d.max_disp, help="disparities searched, 0..D−1 (--quick: 16)")
   g.add_argument("--cost", choices=["census", "sad"], default=d.cost, help="matching cost")
   g.add_argument("--census-window", type=int, choices=[3, 5, 7], default=d.census_window, help="census window (w²−1 bits)")
@@ -53,6 +39,23 @@ def parse_args(argv, doc: str, defaults) -> argparse.Namespace:
                  help="cost of a match outside the right image (x − d < 0), as a fraction of the largest cost")
   g.add_argument("--no-subpixel", action="store_true", help="integer disparities only")
   g.add_argument("--no-median", action="store_true", help="skip the 3x3 median filter")
+
+
+def parse_args(argv, doc: str, defaults) -> argparse.Namespace:
+  """depth_map.py's flags; `defaults` is a MatchConfig() (the matcher's defaults live there, once)."""
+  p = project_parser("stereo", doc, save_help=None,
+                     quick_help="tiny synthetic scene and disparity range: 128x96, D=16, one call; --bench: 64x48, D=16")
+  g = p.add_argument_group("input")
+  g.add_argument("--left", metavar="PATH", help="left image (any format Pillow reads, 8- or 16-bit); default: a synthetic scene")
+  g.add_argument("--right", metavar="PATH", help="right image, same size as --left")
+  g.add_argument("--calib", metavar="NPZ", help="calibration from stereo/calibrate_stereo.py (Q matrix, rectification maps)")
+  g.add_argument("--focal-px", type=float_range(1, 1e5), default=None,
+                 help="focal length in pixels without --calib; None: the IMX219's 2.6 mm lens, 0.708 × image width")
+  g.add_argument("--baseline-m", type=float_range(0.001, 100), default=0.06, help="camera baseline in metres without --calib")
+  g.add_argument("--scene", choices=["boxes", "fronto", "slanted"], default="boxes", help="synthetic scene when no --left/--right")
+  g.add_argument("--size", type=parse_sizes, default="320x240", help="synthetic scene size WIDTHxHEIGHT (--quick: 128x96)")
+  g.add_argument("--noise", type=float_range(0, 255), default=2.0, help="synthetic camera noise, grey levels (σ)")
+  add_matching_flags(p.add_argument_group("matching"), defaults)
   g = p.add_argument_group("evaluation and output")
   g.add_argument("--gt", metavar="PATH", help="ground-truth disparity of the left view (PNG with --gt-scale, or PFM)")
   g.add_argument("--gt-right", metavar="PATH", help="ground truth of the right view (same format): adds the score on visible (non-occluded) pixels")

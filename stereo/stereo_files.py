@@ -1,5 +1,5 @@
 """Files for stereo/depth_map.py: camera images as grey levels, ground truth (PNG or PFM), the calibration
-.npz written by calibrate_stereo.py, rectification, colour maps, and saved disparities. Every reader turns
+.npz written by calibrate_stereo.py, rectification, the output maps, and saved disparities. Every reader turns
 a missing, unreadable or mismatched file into one line (common.UserError), before any matching starts.
 """
 import math
@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from common import UserError, fail
-from common.files import atomic_path, load_checkpoint, read_image
+from common.files import atomic_path, load_checkpoint, read_image, save_image
 
 
 def read_grey(path: str) -> np.ndarray:
@@ -97,6 +97,31 @@ def colorize(values: np.ndarray, valid: np.ndarray, lo: float, hi: float, cmap: 
   rgb = (colormaps[cmap](t)[..., :3] * 255).astype(np.uint8)
   rgb[~valid] = 0
   return rgb
+
+
+def write_maps(out, left, max_disp: int, disp, valid, depth, depth_ok, gt=None, known=None, error=None) -> list[str]:
+  """disparity.png, depth.png, disparity.pfm, overview.png (+ error.png with ground truth) -> their names.
+  Disparity colours span 0..D−1, depth colours the 2nd..98th percentile of the valid depths (bright = near)."""
+  from common.plots import figure, save_figure
+  disp_rgb = colorize(disp, valid, 0.0, float(max_disp - 1))
+  near, far = np.percentile(depth[depth_ok], [2, 98]) if depth_ok.any() else (0.0, 1.0)
+  depth_rgb = colorize(-depth, depth_ok, -far, -near, cmap="magma")
+  save_image(disp_rgb, out / "disparity.png")
+  save_image(depth_rgb, out / "depth.png")
+  write_pfm(np.where(valid, disp, np.inf), out / "disparity.pfm")
+  names = ["disparity.png", "depth.png", "disparity.pfm", "overview.png"]
+  panels = [("left", left / 255.0), ("disparity", disp_rgb), ("depth", depth_rgb)]
+  if gt is not None:
+    panels.insert(2, ("ground truth", colorize(gt, known, 0.0, float(max_disp - 1))))
+    save_image(colorize(np.minimum(error, 4.0), known, 0.0, 4.0, cmap="inferno"), out / "error.png")
+    names.append("error.png")
+  fig, axes = figure(1, len(panels), size=(3.6 * len(panels), 3.2))
+  for ax, (title, img) in zip(axes, panels):
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+    ax.set_title(title)
+    ax.axis("off")
+  save_figure(fig, out / "overview.png")
+  return names
 
 
 def read_saved_disparity(path: str, script: str) -> tuple[dict, dict]:
