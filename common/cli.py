@@ -67,6 +67,8 @@ class ArgumentParser(argparse.ArgumentParser):
         for dest, value in defaults.items():
           if dest not in ns.given: setattr(ns, dest, value)
     try:
+      for dest in ("json", "save", "out", "load"):
+        if dest in ns.given and getattr(ns, dest, None) == "": raise UserError(f"--{dest} needs a path, got an empty string")
       for dest in ("json", "save"):
         if getattr(ns, dest, None): check_writable(getattr(ns, dest), f"--{dest}")
     except UserError as e: self.error(str(e))
@@ -172,6 +174,27 @@ def float_range(lo: float, hi: float) -> Callable[[str], float]:
     if not lo <= v <= hi: raise argparse.ArgumentTypeError(f"{v} must be between {lo:g} and {hi:g}")
     return v
   parse.__name__ = f"float in [{lo:g}, {hi:g}]"
+  return parse
+
+
+def int_range(lo: int, hi: int) -> Callable[[str], int]:
+  """An integer in [lo, hi], e.g. `type=int_range(16, 4096)`."""
+  def parse(text: str) -> int:
+    try: v = int(text)
+    except ValueError: raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    if not lo <= v <= hi: raise argparse.ArgumentTypeError(f"{v} must be between {lo} and {hi}")
+    return v
+  parse.__name__ = f"integer in [{lo}, {hi}]"
+  return parse
+
+
+def choice_list(*choices: str) -> Callable[[str], list[str]]:
+  """'a,b' -> ['a', 'b'], each one of `choices` (a comma-separated subset, e.g. which benchmark cases to run)."""
+  def parse(text: str) -> list[str]:
+    vals = [v.strip() for v in text.split(",")]
+    if not all(v in choices for v in vals): raise argparse.ArgumentTypeError(f"{text!r}: choose from {','.join(choices)}")
+    return vals
+  parse.__name__ = "comma-separated list"
   return parse
 
 

@@ -41,6 +41,12 @@ def test_parser_checks_json_and_save_when_parsing(capsys):
   assert e.value.code == 2 and "--json /proc/x.json cannot be written" in capsys.readouterr().err
 
 
+def test_empty_output_paths_are_refused(capsys):
+  for flag in ("--json", "--out", "--save"):
+    with pytest.raises(SystemExit) as e: project_parser("demo", "doc").parse_args([flag, ""])
+    assert e.value.code == 2 and f"{flag} needs a path" in capsys.readouterr().err
+
+
 def test_write_failing_midway_keeps_the_old_file_and_names_the_errno(tmp_path, monkeypatch):
   dest = tmp_path / "summary.json"
   save_json({"run": 1}, dest)
