@@ -402,7 +402,7 @@ def parse_refused(capsys, *args) -> str:
   (["--buffer", "64", "--batch", "128"], "smaller than --batch"), (["--learning-starts", "64"], "at least --batch"),
   (["--dqn-steps", "500"], "leaves no training"), (["--grad-steps", "65"], "at most 64"),
   (["--agent", "reinforce", "--lr", "0.1"], "--lr is a DQN flag"), (["--agent", "dqn", "--pg-batch", "8"], "--pg-batch is a REINFORCE flag"),
-  (["--bench", "--save", "x.safetensors"], "--bench"), (["--bench", "--load", "x.safetensors"], "--bench"),
+  (["--bench", "--save", "x.safetensors"], "--bench"), (["--bench", "--load", "x.safetensors"], "--bench"), (["--bench", "--out", "o"], "--json"),
   (["--load", "x.safetensors", "--save", "y.safetensors"], "--load evaluates"), (["--load", "x.safetensors", "--episodes", "5"], "--load evaluates"),
   (["--load", "x.safetensors", "--hidden", "16"], "checkpoint"), (["--load", "x.safetensors", "--no-double"], "--double"),
   (["--save", "/proc/a.safetensors"], "cannot be written"), (["--save", "/dev/null"], "not a regular file"), (["--save", "/"], "is a folder"),
