@@ -14,8 +14,8 @@ from tinygrad.nn.state import get_parameters
 
 from common.bench import Bench
 from common.train import realize_init
-from audio_classify import PROJECT, MelConfig, LogMel, AudioCNN, window, mel_filterbank, make_predict, spec_augment
-from audio_sounds import SYNTH_CLASSES
+from audio_classify import PROJECT, SYNTH_CLASSES, AudioCNN, make_predict, spec_augment
+from logmel import MelConfig, LogMel, window, mel_filterbank
 
 
 def numpy_logmel(waves: np.ndarray, cfg: MelConfig, fb: np.ndarray) -> np.ndarray:

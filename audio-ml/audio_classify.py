@@ -1,49 +1,14 @@
-"""Log-mel spectrograms as matrix products on the GPU, and a small CNN sound classifier that really trains.
+"""A small CNN sound classifier that really trains, on log-mel spectrograms computed as matrix products.
 
 The whole audio pipeline runs in tinygrad, inside one TinyJit'd function per step:
 
     waveform ─► frames ─► windowed DFT (a matmul) ─► power ─► mel filterbank (a matmul) ─► log ─► CNN ─► class
 
-1. Framing. A clip x of L samples (center=True pads n_fft/2 samples on each side by reflection)
-   is cut into T = 1 + (L_padded − n_fft) // hop overlapping frames of n_fft samples:
-       frame[t, n] = x[t·hop + n]                                          (B, T, n_fft)
-   No per-frame Python loop: `--framing unfold` (default) and `hopsum` are pure views
-   (reshape/shrink), `conv` lets a strided convolution do it, and `gather` indexes with an index
-   tensor (the formulation the speed anchor measured at 44x cuFFT); it is kept for the benchmark.
-
-2. Windowed DFT as a matrix product. For a real frame the DFT is
-       X[t, k] = Σ_n w[n]·frame[t, n]·e^(−2πi·kn/N),   k = 0 … N/2        (N = n_fft, F = N/2 + 1 bins)
-   Re X uses cos(2πkn/N), Im X uses −sin(2πkn/N); sin vanishes at k = 0 and k = N/2, so the N real
-   numbers of a frame give exactly N real outputs: one basis matrix W (N, N) with the window folded in,
-       [Re X_0 … Re X_N/2 | Im X_1 … Im X_N/2−1] = frame @ W               (B, T, N)
-   With `conv` framing, W becomes N conv filters of width n_fft and stride hop: the DFT *is* a
-   strided 1-D convolution. w is Hann (periodic, default), Hamming or rectangular, of length
-   win_length ≤ n_fft, zero-padded to n_fft in the middle as librosa and torch do.
-
-2b. The same DFT in two small matmuls (`--dft factored`, the default). The dense W costs 2·N² FLOPs
-   per frame, ~23× an FFT's 5·N·log2 N at N = 512. One Cooley-Tukey split keeps most of the saving:
-   with N = N1·N2, n = N2·n1 + n2 and k = k1 + N1·k2 (the multiple of N in nk drops out),
-       X[k1 + N1·k2] = Σ_n2 e^(−2πi·n2·k2/N2) · e^(−2πi·n2·k1/N) · Σ_n1 x_w[N2·n1 + n2]·e^(−2πi·n1·k1/N1)
-   stage 1, the inner sum: a length-N1 DFT for every n2, frames (B, T, N2, N1) @ [cos | −sin] (N1, 2·N1).
-   stage 2: the twiddle and a length-N2 DFT folded into one complex matrix per k1, as a real product
-       on [Re | Im] ((a + ib)(P + iQ) = [a | b] @ [[P, Q], [−Q, P]]): (B, T, N1, 1, 2·N2) @ (N1, 2·N2, 2·K2),
-       with k2 < K2 = ⌊N/2 / N1⌋ + 1 since only k ≤ N/2 is needed.
-   The output comes in (k1, k2) order; the mel filterbank's rows are permuted to match once, in numpy
-   (rows with k > N/2 are zero). 4·N·(N1 + 2·K2) FLOPs per frame: 200 per sample for 512 = 32·16,
-   against 1024 dense; the same numbers to rounding.
-
-3. Power spectrum and mel filterbank:
-       P[t, k] = |X[t, k]|^p    (p = 2 power, p = 1 magnitude)             (B, T, F)
-       M[t, m] = Σ_k P[t, k]·fb[k, m]                                      (B, T, n_mels)
-   fb holds triangles evenly spaced on the mel scale between fmin and fmax, built once in numpy:
-       HTK:     mel(f) = 2595·log10(1 + f/700)
-       Slaney:  mel(f) = f / (200/3) below 1 kHz, 15 + ln(f/1000) / (ln 6.4 / 27) above
-   Slaney area normalisation scales triangle m by 2 / (f_right − f_left), so each has equal area.
-
-4. Log with a floor:  ln(max(M, floor))  or in decibels  10·log10(max(M, floor)).  Out: (B, n_mels, T).
-
-All of 1–4 is checked in tests/test_audio_ml.py against a float64 np.fft.rfft reference (and librosa
-where installed) to torchaudio's tolerance vs librosa, atol 5e-4 / rtol 1e-5.
+The front end is logmel.py, with its tutorial: frames are views of the padded clip (B, T, n_fft); the
+real DFT is one (N, N) matrix product (`--dft dense`) or, by default, two small ones after one
+Cooley-Tukey split N = N1·N2 (`--dft factored`, ~5× fewer FLOPs, the same numbers); |X|² goes through
+a mel filterbank matmul (HTK or Slaney scale) and a floored log. Its MelConfig holds the front-end
+flags' defaults; tests/test_audio_ml.py checks it against a float64 np.fft.rfft reference.
 
 The classifier: input BatchNorm, then blocks of [3×3 conv → BatchNorm → ReLU → 2×2 max-pool]
 (widths 16, 32, 64 by default), global mean and max pooling over time (the coarse frequency axis is
@@ -53,9 +18,9 @@ SpecAugment (`--specaugment`: one random band of < 8 mel channels and one random
 per clip set to the clip's mean). Waveforms are also shifted (±0.1 clip) and scaled (±6 dB) at random.
 Shapes at the defaults (8 kHz, 1 s, n_fft 256, win 200, hop 80, 40 mels): wave (B, 8000) → log-mel
 (B, 40, 101) → (B, 16, 20, 50) → (B, 32, 10, 25) → (B, 64, 5, 12) → mean ‖ max over time (B, 640) → (B, classes).
-Audio files are resampled by a Kaiser-windowed sinc (`resample`), then padded or cropped to --clip-seconds.
+Audio files are resampled by a Kaiser-windowed sinc (logmel.resample), then padded or cropped to --clip-seconds.
 
-Data: by default synthetic sounds (audio_sounds.py: silence, tone, up/down chirp, AM and FM tones,
+Data: by default synthetic sounds (silence, tone, up/down chirp, AM and FM tones,
 white and pink noise, click train, square wave; random pitch, modulation, onset, duration, level and
 background noise; nothing is downloaded). `--data DIR`: audio files labelled by sub-folder
 (DIR/dog/x.wav; 20 % of each class held out) or named {label}_{speaker}_{take}.wav (Free Spoken Digit
@@ -66,8 +31,8 @@ Run it (a Jetson: prefix NV=1; a laptop: as is, tinygrad picks its CPU or GPU):
   NV=1 python3 audio-ml/audio_classify.py --file recording.wav    # top-3 classes by the model the demo saved
   NV=1 python3 audio-ml/audio_classify.py --bench                 # front end, classifier, train step (audio_bench.py)
   python3 audio-ml/audio_classify.py --quick                      # tiny setting for tests; checks >= 80 %
-  python3 audio-ml/audio_classify.py --data ../shared/data/fsdd --specaugment --steps 600 --save out/fsdd.safetensors
-  python3 audio-ml/audio_classify.py --load out/fsdd.safetensors --data ../shared/data/fsdd   # evaluate only
+  python3 audio-ml/audio_classify.py --data path/to/fsdd --specaugment --steps 600 --save out/fsdd.safetensors
+  python3 audio-ml/audio_classify.py --load out/fsdd.safetensors --data path/to/fsdd   # evaluate only
 Every training run saves <--out>/model.safetensors (and --save PATH). --json writes the timing records
 (common.bench schema) of whatever ran: the benchmark, the training steps and evaluation batches, or the
 classification. A flag that would do nothing in a mode (--steps with --load, --n-fft with --file) is refused.
@@ -87,7 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a file: find common/ at the repo root
 import common                                                   # before tinygrad: NV=1 -> DEV=NV, ...
-from common import UserError, fail, check
+from common import fail, check
 from common.cli import (check_out_dir, existing_file, existing_path, finite_float, float_range, int_list, nonnegative_float, positive_float,
                         positive_int)
 from common.bench import Bench, Timing
@@ -95,71 +60,22 @@ from common.datasets import AUDIO_SUFFIXES, holdout_split, scan_labelled
 from common.device import synchronize
 from common.files import check_state_matches, load_checkpoint, read_audio, save_checkpoint, save_json
 from common.train import predict_in_batches, realize_init, shuffled_batches
-from audio_sounds import SYNTH_CLASSES, synth_dataset
+
+from logmel import MelConfig, LogMel, resample, fix_length
 
 import numpy as np
-from tinygrad import Tensor, TinyJit, nn, dtypes
+from tinygrad import Tensor, TinyJit, nn
 from tinygrad.helpers import Context
 from tinygrad.nn.state import get_state_dict, get_parameters, load_state_dict
 
 PROJECT, SCRIPT_ID, MODEL_ID = "audio-ml", "audio-ml/audio_classify.py", "AudioCNN"
 
 
-# ==== Configuration: these defaults are the command line's defaults (parse_args reads them from here) =======
-
-@dataclass(frozen=True)
-class MelConfig:
-  """The log-mel front end: what it computes (all but the last two fields) and how (dft, framing)."""
-  sample_rate: int = 8000
-  n_fft: int = 256
-  win_length: int | None = None  # None: 25 ms at sample_rate, at most n_fft (200 at the defaults); zero-padded to n_fft
-  hop: int = 80                  # 10 ms at 8 kHz
-  window: str = "hann"           # hann | hamming | rect
-  center: bool = True            # reflect-pad n_fft/2 at both ends so frame t is centred on sample t*hop
-  power: float = 2.0             # 2: power spectrum, 1: magnitude
-  n_mels: int = 40
-  fmin: float = 20.0
-  fmax: float | None = None      # None: sample_rate / 2
-  mel_scale: str = "slaney"      # slaney | htk
-  mel_norm: str = "slaney"       # slaney (equal-area triangles) | none
-  log: str = "ln"                # ln | db
-  log_floor: float = 1e-6
-  dft: str = "factored"          # factored (two small matmuls) | dense (one N x N matmul): same numbers
-  framing: str = "unfold"        # unfold | gather (either DFT) | conv | hopsum (dense only): same numbers
-
-  def __post_init__(self):
-    if self.win_length is None: object.__setattr__(self, "win_length", max(1, min(self.n_fft, round(0.025 * self.sample_rate))))
-
-  def validate(self) -> MelConfig:
-    choices = {"window": ("hann", "hamming", "rect"), "mel_scale": ("slaney", "htk"), "mel_norm": ("slaney", "none"),
-               "log": ("ln", "db"), "dft": ("factored", "dense"), "framing": LogMel.FRAMINGS, "power": (1.0, 2.0)}
-    for name, allowed in choices.items():
-      if getattr(self, name) not in allowed: fail(f"--{name.replace('_', '-')} {getattr(self, name)!r}: choose from {', '.join(map(str, allowed))}")
-    for name in ("sample_rate", "n_fft", "hop", "n_mels"):
-      if getattr(self, name) < 1: fail(f"--{name.replace('_', '-')} {getattr(self, name)} must be > 0")
-    if self.n_fft % 2: fail(f"--n-fft {self.n_fft} must be even (the real DFT basis pairs cos and sin columns)")
-    if not 0 < self.win_length <= self.n_fft: fail(f"--win-length {self.win_length} must be between 1 and --n-fft {self.n_fft}")
-    if self.hop > self.n_fft: fail(f"--hop {self.hop} must not exceed --n-fft {self.n_fft} (samples would be skipped)")
-    fmax = self.sample_rate / 2 if self.fmax is None else self.fmax
-    if not 0 <= self.fmin < fmax <= self.sample_rate / 2:
-      fail(f"need 0 <= --fmin ({self.fmin:g}) < --fmax ({fmax:g}) <= sample_rate/2 ({self.sample_rate / 2:g})")
-    if self.n_mels > self.n_fft // 2 + 1: fail(f"--n-mels {self.n_mels} exceeds the {self.n_fft // 2 + 1} DFT bins of --n-fft {self.n_fft}")
-    if not 0 < self.log_floor < math.inf: fail(f"--log-floor {self.log_floor} must be a positive finite number")
-    if self.dft == "factored":
-      if self.framing not in ("unfold", "gather"): fail(f"--framing {self.framing} builds the dense DFT in; with --dft factored use unfold or gather")
-      dft_factors(self.n_fft)
-    return self
-
-  @property
-  def n_freqs(self) -> int: return self.n_fft // 2 + 1
-
-  def n_frames(self, n_samples: int) -> int:
-    padded = n_samples + (2 * (self.n_fft // 2) if self.center else 0)
-    return 1 + (padded - self.n_fft) // self.hop
+# ==== Configuration: the command line's defaults (the front end's are logmel.MelConfig's) =====================
 
 @dataclass(frozen=True)
 class TrainConfig:
-  """The classifier and its training (the front end is MelConfig)."""
+  """The classifier and its training."""
   widths: tuple[int, ...] = (16, 32, 64)   # channels of the conv blocks
   steps: int = 800
   batch: int = 64               # clips per step (and per evaluation batch, at most the held-out set)
@@ -170,187 +86,6 @@ class TrainConfig:
   test_clips: int = 1000
 
 TARGET_PCT = {"synthetic": 98.0, "folder": 97.0, "quick": 80.0}     # held-out accuracy to PASS
-
-
-# ==== 1-4. The log-mel front end ============================================================================
-
-def window(cfg: MelConfig) -> np.ndarray:
-  """Periodic window of win_length (the DFT-friendly form, as torch.hann_window and librosa use),
-  zero-padded in the middle of n_fft."""
-  n = np.arange(cfg.win_length)
-  w = {"hann": 0.5 - 0.5 * np.cos(2 * np.pi * n / cfg.win_length),
-       "hamming": 0.54 - 0.46 * np.cos(2 * np.pi * n / cfg.win_length),
-       "rect": np.ones(cfg.win_length)}[cfg.window]
-  left = (cfg.n_fft - cfg.win_length) // 2
-  return np.pad(w, (left, cfg.n_fft - cfg.win_length - left))
-
-def dft_basis(cfg: MelConfig) -> np.ndarray:
-  """W (n_fft, n_fft): frame @ W = [Re X_0..Re X_{N/2} | Im X_1..Im X_{N/2-1}], window folded in."""
-  N = cfg.n_fft
-  n = np.arange(N)[:, None]
-  angle_re = 2 * np.pi * n * np.arange(N // 2 + 1)[None, :] / N
-  angle_im = 2 * np.pi * n * np.arange(1, N // 2)[None, :] / N
-  w = window(cfg)[:, None]
-  return np.concatenate([w * np.cos(angle_re), -w * np.sin(angle_im)], axis=1)
-
-def dft_factors(n: int) -> tuple[int, int]:
-  """N = N1·N2 with N1 the divisor nearest above sqrt(N) (512 = 32·16, 400 = 20·20, 256 = 16·16)."""
-  n1 = next(d for d in range(math.isqrt(n), n + 1) if n % d == 0 and d * d >= n)
-  if n1 == n: raise UserError(f"--n-fft {n} is prime: the factored DFT needs N = N1·N2 (use --dft dense)")
-  return n1, n // n1
-
-def factored_dft_bases(cfg: MelConfig, n1: int, n2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """The two stage matrices of one Cooley-Tukey split, and the mel filterbank with its rows put in
-  the (k1, k2) order the second stage writes (k = k1 + N1·k2; rows with k > N/2 are zero)."""
-  N = cfg.n_fft
-  K2 = (N // 2) // n1 + 1                             # k2 = 0 … K2-1 reaches every k ≤ N/2
-  k1 = np.arange(n1)
-  a1 = 2 * np.pi * np.outer(np.arange(n1), k1) / n1                                # (n1, k1)
-  stage1 = np.concatenate([np.cos(a1), -np.sin(a1)], axis=1)                       # (N1, 2·N1)
-  k = k1[:, None, None] + n1 * np.arange(K2)[None, None, :]                        # (N1, 1, K2)
-  a2 = 2 * np.pi * np.arange(n2)[None, :, None] * k / N                            # (N1, N2, K2)
-  P, Q = np.cos(a2), -np.sin(a2)                                                   # e^(-i·a2) = P + iQ
-  # (a + ib)(P + iQ) = (aP - bQ) + i(aQ + bP): [a | b] @ [[P, Q], [-Q, P]]
-  stage2 = np.concatenate([np.concatenate([P, Q], axis=2), np.concatenate([-Q, P], axis=2)], axis=1)
-  fb = mel_filterbank(cfg)                                                          # (F, n_mels)
-  fb_k = np.zeros((n1 * K2, fb.shape[1]))
-  kk = k.reshape(n1, K2)
-  fb_k[(kk <= N // 2).reshape(-1)] = fb[kk[kk <= N // 2]]
-  return stage1, stage2, fb_k                         # (N1, 2·N1), (N1, 2·N2, 2·K2), (N1·K2, n_mels)
-
-def hz_to_mel(f, scale: str):
-  f = np.asarray(f, dtype=np.float64)
-  if scale == "htk": return 2595.0 * np.log10(1.0 + f / 700.0)
-  f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0      # Slaney's Auditory Toolbox
-  return np.where(f < min_log_hz, f / f_sp, min_log_hz / f_sp + np.log(np.maximum(f, min_log_hz) / min_log_hz) / logstep)
-
-def mel_to_hz(m, scale: str):
-  m = np.asarray(m, dtype=np.float64)
-  if scale == "htk": return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-  f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
-  min_log_mel = min_log_hz / f_sp
-  return np.where(m < min_log_mel, m * f_sp, min_log_hz * np.exp(logstep * (m - min_log_mel)))
-
-def mel_filterbank(cfg: MelConfig) -> np.ndarray:
-  """fb (n_freqs, n_mels): triangle m rises from f[m] to f[m+1] and falls to f[m+2], where the
-  n_mels + 2 edges f are evenly spaced in mel between fmin and fmax."""
-  fmax = cfg.sample_rate / 2 if cfg.fmax is None else cfg.fmax
-  bin_hz = np.linspace(0, cfg.sample_rate / 2, cfg.n_freqs)                         # (F,)
-  edges = mel_to_hz(np.linspace(hz_to_mel(cfg.fmin, cfg.mel_scale), hz_to_mel(fmax, cfg.mel_scale), cfg.n_mels + 2), cfg.mel_scale)
-  left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]         # (n_mels, 1) each
-  rising = (bin_hz[None, :] - left) / (centre - left)
-  falling = (right - bin_hz[None, :]) / (right - centre)
-  fb = np.maximum(0.0, np.minimum(rising, falling))                                   # (n_mels, F)
-  if cfg.mel_norm == "slaney": fb *= 2.0 / (right - left)
-  return fb.T
-
-class LogMel:
-  """wave (B, L) -> log-mel (B, n_mels, T). cfg.dft and cfg.framing choose the kernels, not the numbers."""
-  FRAMINGS = ("conv", "unfold", "hopsum", "gather")
-
-  def __init__(self, cfg: MelConfig, dft_dtype=dtypes.float32):
-    self.cfg, self.framing, self.dft_dtype, self.dft = cfg.validate(), cfg.framing, dft_dtype, cfg.dft
-    if self.dft == "factored":
-      self.n1, self.n2 = dft_factors(cfg.n_fft)
-      stage1, stage2, fb = factored_dft_bases(cfg, self.n1, self.n2)
-      self.window = Tensor(window(cfg).astype(np.float32)).cast(dft_dtype).realize()                   # (N,)
-      self.stage1 = Tensor(stage1.astype(np.float32)).cast(dft_dtype).realize()                         # (N1, 2·N1)
-      self.stage2 = Tensor(stage2.astype(np.float32)).cast(dft_dtype).realize()                         # (N1, 2·N2, 2·K2)
-      self.fb = Tensor(fb.astype(np.float32)).realize()                                                 # (N1·K2, n_mels)
-      return
-    self.basis = Tensor(dft_basis(cfg).astype(np.float32)).cast(dft_dtype).contiguous().realize()       # (N, N)
-    self.fb = Tensor(mel_filterbank(cfg).astype(np.float32)).realize()                                  # (F, n_mels)
-
-  def frames(self, x: Tensor) -> Tensor:
-    """(B, L) padded clip -> (B, T, N) frames: a view of x (unfold: repeat + shrink + reshape, no copy)
-    or an index tensor (T, N) (gather: the frames are written out)."""
-    N, hop = self.cfg.n_fft, self.cfg.hop
-    if self.framing == "unfold": return x.unfold(1, N, hop)
-    T = 1 + (x.shape[1] - N) // hop
-    return x[:, Tensor.arange(T).reshape(T, 1) * hop + Tensor.arange(N).reshape(1, N)]
-
-  def padded(self, wave: Tensor) -> Tensor:
-    """(B, L) -> (B, L + n_fft) in the DFT's dtype: n_fft/2 reflected samples at each end when centring."""
-    x = wave.cast(self.dft_dtype)
-    return x.pad(((0, 0), (self.cfg.n_fft // 2, self.cfg.n_fft // 2)), mode="reflect") if self.cfg.center else x
-
-  def factored_power(self, wave: Tensor) -> Tensor:
-    """(B, L) -> |X|^p (B, T, N1·K2) in the (k1, k2) order of the Cooley-Tukey split (see the docstring)."""
-    cfg, N1, N2 = self.cfg, self.n1, self.n2
-    frames = self.frames(self.padded(wave)) * self.window                                              # (B, T, N), n = n1·N2 + n2
-    B, T, _ = frames.shape
-    # stage 1: a length-N1 DFT over n1 for every n2                                   (B, T, N2, N1) @ (N1, 2·N1)
-    y = frames.reshape(B, T, N1, N2).transpose(2, 3).matmul(self.stage1, dtype=dtypes.float32)
-    # regroup by k1: [Re Y(k1, n2) over n2 | Im Y(k1, n2) over n2]                    (B, T, N1, 1, 2·N2)
-    y = y.reshape(B, T, N2, 2, N1).permute(0, 1, 4, 3, 2).reshape(B, T, N1, 1, 2 * N2).cast(self.dft_dtype)
-    # stage 2: twiddle and a length-N2 DFT over n2, one complex matrix per k1         (N1, 2·N2, 2·K2)
-    z = y.matmul(self.stage2, dtype=dtypes.float32).reshape(B, T, N1, -1)               # (B, T, N1, 2·K2)
-    K2 = z.shape[-1] // 2
-    power = (z[..., :K2].square() + z[..., K2:].square()).reshape(B, T, N1 * K2)
-    return (power.sqrt() if cfg.power == 1 else power).contiguous()
-
-  def spectrum(self, wave: Tensor) -> Tensor:
-    """(B, L) -> [Re | Im] (B, T, N), float32 accumulation whatever dft_dtype is."""
-    N, hop = self.cfg.n_fft, self.cfg.hop
-    x = self.padded(wave)
-    B, L = x.shape
-    T = 1 + (L - N) // hop
-    if self.framing == "conv":        # N filters of width N, stride hop: the DFT as a strided conv1d
-      filters = self.basis.T.reshape(N, 1, 1, N)
-      return x.reshape(B, 1, 1, L).conv2d(filters, stride=(1, hop), dtype=dtypes.float32).reshape(B, N, T).transpose(1, 2)
-    if self.framing in ("unfold", "gather"): return self.frames(x).matmul(self.basis, dtype=dtypes.float32)
-    if self.framing == "hopsum":      # x as (B, L/hop, hop) chunks: frame t = chunks t..t+Q-1, so
-      Q = -(-N // hop)                # X = Σ_q chunks[:, q:q+T] @ W[q*hop:(q+1)*hop]  (W zero-padded to Q*hop rows)
-      need = (T + Q - 1) * hop
-      chunks = (x.pad(((0, 0), (0, need - L))) if need >= L else x[:, :need]).reshape(B, T + Q - 1, hop)
-      W = self.basis.pad(((0, Q * hop - N), (0, 0)))
-      return sum(chunks[:, q:q + T].matmul(W[q * hop:(q + 1) * hop], dtype=dtypes.float32) for q in range(Q))
-    raise ValueError(f"unknown framing {self.framing!r}")
-
-  def power(self, wave: Tensor) -> Tensor:
-    """|X|^p (B, T, F): Re² for k = 0..N/2 plus Im² for k = 1..N/2-1 (zero at both ends)."""
-    F = self.cfg.n_freqs
-    spec = self.spectrum(wave)
-    power = spec[:, :, :F].square() + spec[:, :, F:].square().pad(((0, 0), (0, 0), (1, 1)))
-    # materialized on purpose: left lazy, tinygrad fuses it into the mel matmul, which then recomputes
-    # every power value once per mel band (186 of 805 µs on the H200 without BEAM, 64 clips)
-    return (power.sqrt() if self.cfg.power == 1 else power).contiguous()
-
-  def mel(self, wave: Tensor) -> Tensor:
-    power = self.factored_power(wave) if self.dft == "factored" else self.power(wave)
-    return power.matmul(self.fb).transpose(1, 2)                            # (B, n_mels, T)
-
-  def __call__(self, wave: Tensor) -> Tensor:
-    mel = self.mel(wave)
-    if self.cfg.log == "ln": return mel.maximum(self.cfg.log_floor).log()
-    return mel.maximum(self.cfg.log_floor).log10() * 10                    # "db"
-
-
-# ==== Audio in: resampling and a fixed length (the file reader is common.files.read_audio) ==================
-
-def resample(x: np.ndarray, sr_in: int, sr_out: int, zero_crossings: int = 16, rolloff: float = 0.94, max_out: int | None = None) -> np.ndarray:
-  """Band-limited resampling by a Kaiser-windowed sinc: y(t_j) = Σ_n x[n]·h(t_j − n), t_j = j·sr_in/sr_out,
-  h(τ) = 2c·sinc(2c·τ)·kaiser(τ / half_width), c = rolloff·min(sr_in, sr_out)/2 / sr_in (cycles/sample).
-  The low-pass at c sits below both Nyquist frequencies, so nothing above the new one aliases.
-  `max_out` computes only the first outputs (the rest would be cropped away)."""
-  if sr_in == sr_out: return x[:max_out].astype(np.float32)
-  c = rolloff * min(sr_in, sr_out) / 2 / sr_in
-  half_width = zero_crossings / (2 * c)                                     # input samples each side
-  n_out = min(int(round(len(x) * sr_out / sr_in)), max_out or math.inf)
-  beta = 8.6                                                                # ≈ 80 dB stop-band
-  offsets = np.arange(-math.ceil(half_width), math.ceil(half_width) + 1)
-  y = np.empty(n_out, dtype=np.float64)
-  for start in range(0, n_out, 4096):                                       # chunks bound the (outputs, taps) matrix
-    t = np.arange(start, min(start + 4096, n_out)) * (sr_in / sr_out)
-    taps = np.floor(t)[:, None].astype(np.int64) + offsets[None, :]         # (chunk, taps)
-    tau = t[:, None] - taps
-    h = 2 * c * np.sinc(2 * c * tau) * np.i0(beta * np.sqrt(np.clip(1 - (tau / half_width) ** 2, 0, 1))) / np.i0(beta)
-    valid = (taps >= 0) & (taps < len(x))
-    y[start:start + len(t)] = (np.where(valid, x[np.clip(taps, 0, len(x) - 1)], 0.0) * h).sum(1)
-  return y.astype(np.float32)
-
-def fix_length(x: np.ndarray, n: int) -> np.ndarray:
-  return x[:n] if len(x) >= n else np.pad(x, (0, n - len(x)))
 
 
 # ==== The classifier ========================================================================================
@@ -400,7 +135,6 @@ def make_predict(frontend: LogMel, model: AudioCNN):
   def predict(wave: Tensor) -> Tensor:
     return model(frontend(wave)).softmax().realize()                       # (B, classes)
   return predict
-
 
 @dataclass
 class Dataset:
@@ -459,15 +193,81 @@ def evaluate(predict: CallTimer, data: Dataset, batch: int) -> dict:
           "confusion": matrix}
 
 
-# ---- the success check: held-out accuracy, with a target a constant answer cannot reach (check_target) ----
+# ==== The success check: held-out accuracy, against a target a constant answer cannot reach (check_target) ==
 
 def passed(accuracy_pct: float, target_pct: float) -> bool:
   return check("held-out accuracy", accuracy_pct, target_pct, unit=" %")
 
 
 # --- plumbing ------------------------------------------------------------------------------------------------
-# Below: data (the synthetic sounds are in audio_sounds.py), files, checkpoints, pictures, timing records, the CLI,
-# main. --bench is in audio_bench.py.
+# Below: demo and real data, checkpoints, pictures, timing records, the command line, main. --bench is audio_bench.py.
+
+# ==== Demo data: synthetic sound classes (nothing to download; pitch, level, timing and noise vary) =====
+
+SYNTH_CLASSES = ("silence", "tone", "chirp_up", "chirp_down", "am_tone", "fm_tone",
+                 "white_noise", "pink_noise", "click_train", "square_wave")
+
+def pink(rng: np.random.Generator, n: int) -> np.ndarray:
+  """1/f noise: white noise shaped by 1/sqrt(f) in the frequency domain."""
+  spec = np.fft.rfft(rng.standard_normal(n))
+  spec[1:] /= np.sqrt(np.arange(1, len(spec)))
+  spec[0] = 0
+  x = np.fft.irfft(spec, n)
+  return x / (x.std() + 1e-12)
+
+def synth_event(kind: str, rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+  """One sound of `kind`, n samples (its level is set by the caller)."""
+  t = np.arange(n) / sr
+  def loguni(lo: float, hi: float) -> float: return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+  if kind == "tone": return np.sin(2 * np.pi * loguni(150, 3000) * t + rng.uniform(0, 2 * np.pi))
+  if kind in ("chirp_up", "chirp_down"):           # exponential sweep over at least an octave
+    f0 = loguni(150, 900)
+    f1 = f0 * loguni(2, min(8, 3500 / f0))
+    if kind == "chirp_down": f0, f1 = f1, f0
+    dur = n / sr
+    phase = 2 * np.pi * f0 * dur / np.log(f1 / f0) * (np.exp(t / dur * np.log(f1 / f0)) - 1)
+    return np.sin(phase)
+  if kind == "am_tone":
+    depth, rate = rng.uniform(0.7, 1.0), rng.uniform(6, 16)
+    return (1 - depth * 0.5 * (1 + np.cos(2 * np.pi * rate * t))) * np.sin(2 * np.pi * loguni(200, 3000) * t)
+  if kind == "fm_tone":
+    fc, rate = loguni(300, 2500), rng.uniform(4, 10)
+    dev = rng.uniform(0.08, 0.2) * fc
+    return np.sin(2 * np.pi * fc * t + dev / rate * np.sin(2 * np.pi * rate * t))
+  if kind == "white_noise": return rng.standard_normal(n)
+  if kind == "pink_noise": return pink(rng, n)
+  if kind == "click_train":
+    x, period = np.zeros(n), int(sr / rng.uniform(4, 30))
+    x[rng.integers(0, period)::period] = 1.0
+    return x * np.sqrt(period)
+  if kind == "square_wave":                          # band-limited: odd harmonics below Nyquist
+    f0 = loguni(100, 800)
+    ks = np.arange(1, int(sr / 2 / f0), 2)
+    return 4 / np.pi * (np.sin(2 * np.pi * f0 * t[None, :] * ks[:, None]) / ks[:, None]).sum(0)
+  raise ValueError(kind)
+
+def synth_clip(label: int, rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+  """Background noise (−70 … −40 dBFS, white or pink) plus, except for silence, an event of random
+  onset, duration (0.4 of the clip … all of it) and level (−30 … −3 dBFS, at least 10 dB above the background)."""
+  def db(v: float) -> float: return 10 ** (v / 20)
+  event_db = rng.uniform(-30, -3)
+  bg_db = rng.uniform(-70, -40) if label == 0 else min(rng.uniform(-70, -40), event_db - rng.uniform(10, 40))
+  x = db(bg_db) * (rng.standard_normal(n) if rng.random() < 0.5 else pink(rng, n))
+  if label == 0: return x.astype(np.float32)
+  length = int(rng.uniform(0.4, 1.0) * n)           # >= 2 cycles of the slowest AM/FM
+  onset = int(rng.integers(0, n - length + 1))
+  event = synth_event(SYNTH_CLASSES[label], rng, length, sr)
+  ramp = min(int(0.01 * sr), length // 2)                                   # 10 ms fades: no clicks at the edges
+  env = np.ones(length)
+  env[:ramp], env[length - ramp:] = np.linspace(0, 1, ramp), np.linspace(1, 0, ramp)
+  x[onset:onset + length] += db(event_db) * event / (np.sqrt(np.mean(event ** 2)) + 1e-12) * env
+  return x.astype(np.float32)
+
+def synth_dataset(n_clips: int, rng: np.random.Generator, n: int, sr: int) -> tuple[np.ndarray, np.ndarray]:
+  labels = np.arange(n_clips) % len(SYNTH_CLASSES)                         # balanced
+  rng.shuffle(labels)
+  return np.stack([synth_clip(int(y), rng, n, sr) for y in labels]), labels.astype(np.int32)
+
 
 # ==== Real data: a folder of labelled audio files (scan and split in common.datasets; FSDD's rule here) =====
 

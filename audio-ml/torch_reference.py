@@ -3,9 +3,10 @@
     64 clips × 1 s at 16 kHz, n_fft 512, hop 160, Hann window, center (reflect), power 2,
     80 mel channels (HTK, no norm), natural log with a 1e-6 floor
 
-torch.stft runs cuFFT on a GPU (an O(N log N) FFT); audio_classify.py computes the same numbers as a
-dense DFT matmul (O(N²) per frame) in tinygrad. The mel filterbank here is audio_classify's own, so
-both sides do exactly the same arithmetic after the spectrum. Optional: torch is not a dependency.
+torch.stft runs cuFFT on a GPU (an O(N log N) FFT); audio_classify.py computes the same numbers as
+DFT matmuls in tinygrad (logmel.py: one dense (N, N) product, or two small ones after a Cooley-Tukey
+split). The mel filterbank here is logmel's own, so both sides do exactly the same arithmetic after
+the spectrum. Optional: torch is not a dependency.
 
     python3 audio-ml/torch_reference.py                     # cuda if available, else cpu
     python3 audio-ml/torch_reference.py --json out/audio-ml/torch.json --device cuda
@@ -23,7 +24,7 @@ PROJECT = "audio-ml"
 
 
 def main() -> int:
-  p = common.project_parser(PROJECT, __doc__, quick_help="fewer repeats and batch 8 (seconds)")
+  p = common.project_parser(PROJECT, __doc__, quick_help="fewer repeats and batch 8 (seconds)", save_help=None)
   p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
   args = p.parse_args()
   try:
@@ -32,13 +33,13 @@ def main() -> int:
     fail("PyTorch is not installed (pip install torch); this reference is optional")
   import numpy as np
   from common.bench import Bench
-  from audio_classify import MelConfig, mel_filterbank
+  from logmel import mel_filterbank
+  from audio_bench import BENCH_CFG as cfg                        # the workload audio_classify.py --bench times
 
   dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
   try: torch.empty(1, device=dev)
   except Exception as e: fail(f"torch device {dev!r} is not usable ({type(e).__name__})")
   sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
-  cfg = MelConfig(sample_rate=16000, n_fft=512, win_length=512, hop=160, n_mels=80, fmin=0.0, mel_scale="htk", mel_norm="none")
   fb = torch.tensor(mel_filterbank(cfg), dtype=torch.float32, device=dev)            # (257, 80)
   window = torch.hann_window(cfg.n_fft, periodic=True, device=dev)
   big = 8 if args.quick else 64

@@ -1,4 +1,4 @@
-"""Tests for audio-ml/audio_classify.py on tinygrad's CPU device.
+"""Tests for audio-ml/audio_classify.py and its front end audio-ml/logmel.py on tinygrad's CPU device.
 
 The log-mel front end is checked against a float64 reference written here from the formulas
 (explicit frames, np.fft.rfft, a filterbank built by np.interp), with torchaudio's tolerance against
@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "audio-ml" / "audio_classify.py"
 sys.path[:0] = [str(ROOT), str(SCRIPT.parent)]
 import audio_classify as ac            # noqa: E402  (imports common, then tinygrad)
+import logmel as lm                    # noqa: E402  (the front end)
 from tinygrad import Tensor            # noqa: E402
 import common                          # noqa: E402
 from common import UserError           # noqa: E402
@@ -74,25 +75,25 @@ def probe_signals(sr, n=4000, seed=0):
 # ---- mel scale and filterbank ------------------------------------------------------------------
 
 def test_mel_scales_closed_form():
-  assert ac.hz_to_mel(700, "htk") == pytest.approx(2595 * np.log10(2))
-  assert ac.hz_to_mel(1000, "slaney") == pytest.approx(15.0)
-  assert ac.hz_to_mel(6400, "slaney") == pytest.approx(42.0)          # 27 log-steps of ln(6.4)/27 above 1 kHz
-  assert ac.hz_to_mel(500, "slaney") == pytest.approx(7.5)            # linear part: f / (200/3)
+  assert lm.hz_to_mel(700, "htk") == pytest.approx(2595 * np.log10(2))
+  assert lm.hz_to_mel(1000, "slaney") == pytest.approx(15.0)
+  assert lm.hz_to_mel(6400, "slaney") == pytest.approx(42.0)          # 27 log-steps of ln(6.4)/27 above 1 kHz
+  assert lm.hz_to_mel(500, "slaney") == pytest.approx(7.5)            # linear part: f / (200/3)
   f = np.array([0, 100, 999, 1000, 1001, 3000, 7999])
   for scale in ("htk", "slaney"):
-    np.testing.assert_allclose(ac.mel_to_hz(ac.hz_to_mel(f, scale), scale), f, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(lm.mel_to_hz(lm.hz_to_mel(f, scale), scale), f, rtol=1e-12, atol=1e-9)
 
 
 @pytest.mark.parametrize("scale", ["htk", "slaney"])
 @pytest.mark.parametrize("norm", ["slaney", "none"])
 def test_filterbank_matches_reference(scale, norm):
-  cfg = ac.MelConfig(sample_rate=16000, n_fft=512, win_length=512, hop=160, n_mels=80, fmin=30.0, fmax=7600.0, mel_scale=scale, mel_norm=norm)
-  np.testing.assert_allclose(ac.mel_filterbank(cfg), ref_filterbank(16000, 512, 80, 30.0, 7600.0, scale, norm), atol=1e-6, rtol=0)
+  cfg = lm.MelConfig(sample_rate=16000, n_fft=512, win_length=512, hop=160, n_mels=80, fmin=30.0, fmax=7600.0, mel_scale=scale, mel_norm=norm)
+  np.testing.assert_allclose(lm.mel_filterbank(cfg), ref_filterbank(16000, 512, 80, 30.0, 7600.0, scale, norm), atol=1e-6, rtol=0)
 
 
 def test_slaney_norm_gives_equal_areas():
-  cfg = ac.MelConfig(sample_rate=16000, n_fft=4096, win_length=4096, hop=160, n_mels=40, fmin=0.0, mel_norm="slaney")
-  areas = ac.mel_filterbank(cfg).sum(0) * (16000 / 4096)               # ∫ triangle df, Riemann sum in Hz
+  cfg = lm.MelConfig(sample_rate=16000, n_fft=4096, win_length=4096, hop=160, n_mels=40, fmin=0.0, mel_norm="slaney")
+  areas = lm.mel_filterbank(cfg).sum(0) * (16000 / 4096)               # ∫ triangle df, Riemann sum in Hz
   np.testing.assert_allclose(areas, 1.0, rtol=0.02)
 
 
@@ -107,9 +108,9 @@ FRONTENDS = {"dense": dict(dft="dense", framing="conv"), "factored": dict(dft="f
 @pytest.mark.parametrize("n_fft, scale, norm", [(256, "htk", "none"), (400, "htk", "slaney"), (512, "slaney", "none"), (1024, "slaney", "slaney")])
 def test_mel_spectrogram_matches_rfft_reference(n_fft, scale, norm, dft):
   sr = 16000
-  cfg = ac.MelConfig(sample_rate=sr, n_fft=n_fft, win_length=n_fft, hop=160, n_mels=64, fmin=0.0, fmax=8000.0, mel_scale=scale, mel_norm=norm)
+  cfg = lm.MelConfig(sample_rate=sr, n_fft=n_fft, win_length=n_fft, hop=160, n_mels=64, fmin=0.0, fmax=8000.0, mel_scale=scale, mel_norm=norm)
   x = probe_signals(sr)
-  got = ac.LogMel(replace(cfg, **FRONTENDS[dft])).mel(Tensor(x)).numpy()
+  got = lm.LogMel(replace(cfg, **FRONTENDS[dft])).mel(Tensor(x)).numpy()
   np.testing.assert_allclose(got, ref_mel_spectrogram(x, sr, n_fft, 160, 64, 0.0, 8000.0, scale, norm), atol=ATOL, rtol=RTOL)
 
 
@@ -117,23 +118,23 @@ def test_mel_spectrogram_matches_rfft_reference(n_fft, scale, norm, dft):
 @pytest.mark.parametrize("kw", [dict(win_length=300, window="hamming"), dict(power=1.0), dict(center=False)])
 def test_window_power_and_center_options(kw, dft):
   sr = 8000
-  cfg = ac.MelConfig(sample_rate=sr, n_fft=400, hop=100, n_mels=40, fmin=20.0, mel_scale="htk", mel_norm="none", **{"win_length": 400, **kw})
+  cfg = lm.MelConfig(sample_rate=sr, n_fft=400, hop=100, n_mels=40, fmin=20.0, mel_scale="htk", mel_norm="none", **{"win_length": 400, **kw})
   x = probe_signals(sr, 3000)
   expected = ref_mel_spectrogram(x, sr, 400, 100, 40, 20.0, 4000.0, "htk", "none", **kw)
-  np.testing.assert_allclose(ac.LogMel(replace(cfg, **FRONTENDS[dft])).mel(Tensor(x)).numpy(), expected, atol=ATOL, rtol=RTOL)
+  np.testing.assert_allclose(lm.LogMel(replace(cfg, **FRONTENDS[dft])).mel(Tensor(x)).numpy(), expected, atol=ATOL, rtol=RTOL)
 
 
 def test_framings_agree_and_log_floor():
-  cfg = ac.MelConfig(sample_rate=8000, n_fft=256, win_length=200, hop=80, n_mels=40)
+  cfg = lm.MelConfig(sample_rate=8000, n_fft=256, win_length=200, hop=80, n_mels=40)
   x = probe_signals(8000, 2000)
   x[1] = 0                                                             # digital silence hits the floor
-  outs = {f: ac.LogMel(replace(cfg, dft="dense", framing=f))(Tensor(x)).numpy() for f in ac.LogMel.FRAMINGS}
-  outs.update({f"{f} factored": ac.LogMel(replace(cfg, dft="factored", framing=f))(Tensor(x)).numpy() for f in ("unfold", "gather")})
+  outs = {f: lm.LogMel(replace(cfg, dft="dense", framing=f))(Tensor(x)).numpy() for f in lm.LogMel.FRAMINGS}
+  outs.update({f"{f} factored": lm.LogMel(replace(cfg, dft="factored", framing=f))(Tensor(x)).numpy() for f in ("unfold", "gather")})
   for f, o in outs.items():
     assert o.shape == (2, 40, cfg.n_frames(2000)), f
     np.testing.assert_allclose(o, outs["conv"], atol=2e-3, rtol=1e-4, err_msg=f)
   np.testing.assert_allclose(outs["conv"][1], np.log(cfg.log_floor), rtol=1e-6)
-  db = ac.LogMel(replace(cfg, log="db"))(Tensor(x)).numpy()
+  db = lm.LogMel(replace(cfg, log="db"))(Tensor(x)).numpy()
   np.testing.assert_allclose(db[0], 10 * np.log10(np.exp(outs["conv"][0])), atol=1e-3)
 
 
@@ -141,30 +142,30 @@ def test_matches_librosa():
   librosa = pytest.importorskip("librosa", reason="librosa is a test-only extra")
   sr, x = 16000, probe_signals(16000).astype(np.float64)
   for n_fft, scale, norm in [(512, "htk", None), (400, "slaney", "slaney"), (1024, "slaney", None)]:
-    cfg = ac.MelConfig(sample_rate=sr, n_fft=n_fft, win_length=n_fft, hop=160, n_mels=64, fmin=0.0, fmax=8000.0,
+    cfg = lm.MelConfig(sample_rate=sr, n_fft=n_fft, win_length=n_fft, hop=160, n_mels=64, fmin=0.0, fmax=8000.0,
                        mel_scale=scale, mel_norm=norm or "none")
-    np.testing.assert_allclose(ac.mel_filterbank(cfg).T, librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=64, fmin=0.0, fmax=8000.0,
+    np.testing.assert_allclose(lm.mel_filterbank(cfg).T, librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=64, fmin=0.0, fmax=8000.0,
                                                                              htk=scale == "htk", norm=norm, dtype=np.float64), atol=1e-6)
     expected = librosa.feature.melspectrogram(y=x, sr=sr, n_fft=n_fft, hop_length=160, window="hann", center=True, pad_mode="reflect",
                                               power=2.0, n_mels=64, fmin=0.0, fmax=8000.0, htk=scale == "htk", norm=norm)
     for kw in FRONTENDS.values():
-      np.testing.assert_allclose(ac.LogMel(replace(cfg, **kw)).mel(Tensor(x.astype(np.float32))).numpy(), expected, atol=ATOL, rtol=RTOL)
+      np.testing.assert_allclose(lm.LogMel(replace(cfg, **kw)).mel(Tensor(x.astype(np.float32))).numpy(), expected, atol=ATOL, rtol=RTOL)
 
 
 def test_dft_factors_and_factored_framing():
-  assert ac.dft_factors(512) == (32, 16) and ac.dft_factors(400) == (20, 20) and ac.dft_factors(256) == (16, 16)
-  assert ac.dft_factors(320) == (20, 16)
-  cfg = ac.MelConfig(sample_rate=8000, n_fft=256, win_length=200, hop=80, n_mels=40)
-  with pytest.raises(ac.UserError, match="unfold or gather"): ac.LogMel(replace(cfg, dft="factored", framing="conv"))
+  assert lm.dft_factors(512) == (32, 16) and lm.dft_factors(400) == (20, 20) and lm.dft_factors(256) == (16, 16)
+  assert lm.dft_factors(320) == (20, 16)
+  cfg = lm.MelConfig(sample_rate=8000, n_fft=256, win_length=200, hop=80, n_mels=40)
+  with pytest.raises(lm.UserError, match="unfold or gather"): lm.LogMel(replace(cfg, dft="factored", framing="conv"))
   # the stage-2 output covers k = 0 … N/2 exactly once: the reordered filterbank holds every row of fb
-  n1, n2 = ac.dft_factors(cfg.n_fft)
-  _, stage2, fb_k = ac.factored_dft_bases(cfg, n1, n2)
+  n1, n2 = lm.dft_factors(cfg.n_fft)
+  _, stage2, fb_k = lm.factored_dft_bases(cfg, n1, n2)
   assert stage2.shape == (n1, 2 * n2, 2 * ((cfg.n_fft // 2) // n1 + 1))
-  np.testing.assert_allclose(np.sort(fb_k.sum(1))[-cfg.n_freqs:], np.sort(ac.mel_filterbank(cfg).sum(1)))
+  np.testing.assert_allclose(np.sort(fb_k.sum(1))[-cfg.n_freqs:], np.sort(lm.mel_filterbank(cfg).sum(1)))
   # an odd N1 (250 = 25·10): the conjugate half of stage 1 is one bin shorter than the computed half
-  odd = ac.MelConfig(sample_rate=8000, n_fft=250, win_length=250, hop=80, n_mels=40)
+  odd = lm.MelConfig(sample_rate=8000, n_fft=250, win_length=250, hop=80, n_mels=40)
   x = Tensor(probe_signals(8000, 2000))
-  np.testing.assert_allclose(ac.LogMel(odd).mel(x).numpy(), ac.LogMel(replace(odd, dft="dense", framing="conv")).mel(x).numpy(), atol=ATOL, rtol=1e-4)
+  np.testing.assert_allclose(lm.LogMel(odd).mel(x).numpy(), lm.LogMel(replace(odd, dft="dense", framing="conv")).mel(x).numpy(), atol=ATOL, rtol=1e-4)
 
 
 # ---- resampling ----------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ def tone(freq, sr, seconds=0.5):
 
 @pytest.mark.parametrize("sr_in,sr_out", [(44100, 8000), (8000, 16000), (48000, 22050)])
 def test_resample_keeps_a_passband_tone(sr_in, sr_out):
-  y = ac.resample(tone(1000, sr_in), sr_in, sr_out)
+  y = lm.resample(tone(1000, sr_in), sr_in, sr_out)
   assert len(y) == round(len(tone(1000, sr_in)) * sr_out / sr_in)
   inner = slice(len(y) // 8, -len(y) // 8)                             # away from the zero-padded ends
   np.testing.assert_allclose(y[inner], tone(1000, sr_out)[:len(y)][inner], atol=0.01)
@@ -185,7 +186,7 @@ def test_resample_does_not_alias():
   """6 kHz is above the 4 kHz Nyquist of 8 kHz: it must vanish, not fold down to 2 kHz.
   Plain decimation by linear interpolation (the baseline) does fold it at full level."""
   x = tone(6000, 44100)
-  y = ac.resample(x, 44100, 8000)
+  y = lm.resample(x, 44100, 8000)
   inner = y[len(y) // 8: -len(y) // 8]
   assert np.sqrt(np.mean(inner ** 2)) < 1e-3 * np.sqrt(0.5)            # >= 60 dB down
   naive = np.interp(np.arange(len(y)) * 44100 / 8000, np.arange(len(x)), x)
@@ -247,7 +248,7 @@ def test_audio_files_go_through_the_common_reader(tmp_path, capsys):
   assert ac.load_audio(tmp_path / "loud.wav", 8000, 4000, peak_normalize=False).max() > 100
   assert "above full scale" in capsys.readouterr().err
   x = tone(700, 44100, 0.5)
-  np.testing.assert_array_equal(ac.resample(x, 44100, 8000, max_out=1000), ac.resample(x, 44100, 8000)[:1000])
+  np.testing.assert_array_equal(lm.resample(x, 44100, 8000, max_out=1000), lm.resample(x, 44100, 8000)[:1000])
 
 
 def test_spec_augment_masks_one_band_and_one_span():
@@ -265,10 +266,10 @@ def test_spec_augment_masks_one_band_and_one_span():
 def test_cli_defaults_are_the_config_dataclasses():
   """LogMel's defaults used to differ from the CLI's (conv framing, dense DFT vs unfold, factored)."""
   args = ac.parse_args([])
-  assert ac.frontend_config(args) == ac.MelConfig() and ac.train_config(args) == ac.TrainConfig()
-  frontend = ac.LogMel(ac.MelConfig())
+  assert ac.frontend_config(args) == lm.MelConfig() and ac.train_config(args) == ac.TrainConfig()
+  frontend = lm.LogMel(lm.MelConfig())
   assert (frontend.dft, frontend.framing) == ("factored", "unfold") == (args.dft, args.framing)
-  assert ac.MelConfig().win_length == 200 == round(0.025 * ac.MelConfig().sample_rate)    # 25 ms, as --help says
+  assert lm.MelConfig().win_length == 200 == round(0.025 * lm.MelConfig().sample_rate)    # 25 ms, as --help says
 
 
 def test_quick_never_overrides_a_typed_flag():
@@ -361,7 +362,7 @@ def save_untrained(dest, drop=(), **meta):
   """A checkpoint laid out as a training run writes it, of an untrained (4, 8) model (no training);
   `meta` overrides metadata fields, `drop` leaves some out."""
   from common.files import save_checkpoint
-  cfg, widths = ac.MelConfig(hop=160), [4, 8]
+  cfg, widths = lm.MelConfig(hop=160), [4, 8]
   model = ac.AudioCNN(len(ac.SYNTH_CLASSES), widths, cfg.n_mels)
   meta = {"labels": list(ac.SYNTH_CLASSES), "widths": widths, "frontend": ac.asdict(cfg), "clip_seconds": 1.0, "peak_normalize": False,
           "data": "synthetic", **meta}
@@ -377,7 +378,7 @@ def tiny_checkpoint(tmp_path_factory):
 def test_checkpoint_metadata_problems_are_one_line(capsys, tmp_path):
   """A checkpoint whose metadata lacked a field used to end in KeyError / TypeError."""
   wav = write_wav(tmp_path / "a.wav", 0.3 * tone(440, 8000))
-  frontend = ac.asdict(ac.MelConfig(hop=160))
+  frontend = ac.asdict(lm.MelConfig(hop=160))
   cases = {"no_widths": (dict(drop=("widths",)), "metadata lacks 'widths'"),
            "no_frontend": (dict(drop=("frontend",)), "metadata lacks 'frontend'"),
            "widths_text": (dict(widths="abc"), "'widths' is not a list of positive integers"),
