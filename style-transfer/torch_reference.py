@@ -18,7 +18,7 @@ import sys
 
 from common import UserError
 from common.bench import TF32_MODES, Bench, torch_tf32
-from common.cli import positive_int, int_list
+from common.cli import int_list, int_range
 
 PROJECT = "style-transfer"
 CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
@@ -33,7 +33,9 @@ def vgg19_features(torch, pool):
   except ImportError:
     layers, cin = [], 3
     for v in CFG:
-      if v == "M": layers.append(torch.nn.MaxPool2d(2, 2)); continue
+      if v == "M":
+        layers.append(torch.nn.MaxPool2d(2, 2))
+        continue
       layers += [torch.nn.Conv2d(cin, v, 3, padding=1), torch.nn.ReLU(inplace=True)]
       cin = v
     feats = torch.nn.Sequential(*layers)
@@ -46,20 +48,25 @@ def vgg19_features(torch, pool):
 
 
 def main() -> int:
-  p = common.project_parser(PROJECT, __doc__)
+  p = common.project_parser(PROJECT, __doc__, quick_help="64 px, about 5 s per case", save_help=None)   # it trains nothing: no --save
   p.add_argument("--sizes", type=int_list, default=[256, 512], help="square image sizes")
-  p.add_argument("--size", type=positive_int, default=None, help="one size (overrides --sizes)")
+  p.add_argument("--size", type=int_range(16, 4096), default=None, help="one size (instead of --sizes)")
   p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
   p.add_argument("--pool", choices=["avg", "max"], default="avg")
   p.add_argument("--tf32", choices=TF32_MODES, default="default", help="TF32 tensor cores for fp32 convs/matmuls (default: PyTorch's own, cuDNN on)")
   p.add_argument("--half", action="store_true", help="also time fp16 (autocast) steps")
+  p.preset("quick", sizes=[64])
   args = p.parse_args()
+  if not all(16 <= v <= 4096 for v in args.sizes): p.error("--sizes: each from 16 to 4096 px (VGG-19 pools four times before conv5_1)")
+  if args.size and "sizes" in args.given: p.error("give --size or --sizes, not both")
   try:
     import torch
   except ImportError:
     raise UserError("PyTorch is not installed (pip install torch); it is only needed for this comparison")
   import numpy as np
   dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+  try: torch.zeros(1, device=dev)
+  except (RuntimeError, AssertionError) as e: raise UserError(f"--device {dev}: {' '.join(str(e).split())[:150]}")
   cuda = dev.startswith("cuda")
   sync = torch.cuda.synchronize if cuda else (lambda: None)
   tf32 = torch_tf32(torch, args.tf32)
@@ -82,7 +89,7 @@ def main() -> int:
     flat = f.reshape(c, h * w).float()
     return flat @ flat.T / (c * h * w)
 
-  sizes = [args.size] if args.size else ([64] if args.quick else args.sizes)
+  sizes = [args.size] if args.size else args.sizes
   for size in sizes:
     rng = np.random.default_rng(args.seed)
     content = torch.tensor(rng.random((1, 3, size, size), dtype=np.float32), device=dev)
@@ -111,7 +118,7 @@ def main() -> int:
         rec = bench.run(f"vgg19 {size}px {'fp16' if half else 'fp32'} {opt_name} step", step, rate=(1, "steps/s"),
                         iters=5 if args.quick else 20, max_seconds=5.0 if args.quick else 20.0, sync=sync, tf32=tf32)
         rec["device_mem_MB"] = torch.cuda.max_memory_allocated() / 1e6 if cuda else 0.0
-        del opt, image
+        opt = image = None     # free this case's memory before the next one
   bench.print(f"{PROJECT}: PyTorch reference (TF32 {tf32})")
   for r in bench.records: print(f"  {r['case']}: peak {r['device_mem_MB']:.1f} MB")
   bench.write_json(args.json)
