@@ -10,7 +10,8 @@ geometric shapes (RGB) instead; `--data PATH` reads MNIST idx files (.gz or raw)
 1. AUTOENCODER: compress, then reconstruct.
      encoder  x (B,C,S,S) -conv3x3/2-> (B,32,S/2,S/2) -conv3x3/2-> (B,64,S/4,S/4) -flatten-linear-> z (B,L)
      decoder  z -linear-> (B,64,S/4,S/4) -upsample x2, conv3x3-> (B,32,S/2,S/2) -upsample x2, conv3x3-> x̂ (B,C,S,S)
-     loss     MSE(x̂, x) = mean (x̂ - x)^2, Adam, one TinyJit'd step.
+     loss     MSE(x̂, x) = mean (x̂ - x)^2, Adam, one TinyJit'd step; the output starts at the data's mean
+              intensity (the last bias is its logit), not at 0.5 grey, from which mostly-black digits drive it to black.
    A 32-number z has to hold what matters about a 784-pixel digit; walking on a straight line between
    two digits' z and decoding shows what the latent space learned (ae_interpolation.png). The check:
    the held-out MSE must beat predicting the training set's mean image (a collapsed autoencoder that
@@ -237,6 +238,13 @@ class Autoencoder:
     return self.dec2(upsample2x(h)).sigmoid()
 
   def __call__(self, x: Tensor) -> Tensor: return self.decode(self.encode(x))
+
+  def start_at_mean(self, mean_pixel: np.ndarray) -> None:
+    """Start the output at the data's mean intensity per channel (the last conv's bias is its logit). From
+    sigmoid(0) = 0.5 grey, the first steps push every output of mostly-black digits to black, where the sigmoid
+    saturates: measured, a --quick autoencoder started that way stayed at the all-black MSE for 150 steps."""
+    m = np.clip(np.asarray(mean_pixel, np.float64), 1e-3, 1 - 1e-3)
+    self.dec2.bias = Tensor(np.log(m / (1 - m)).astype(np.float32))
 
 
 def group_norm(channels: int) -> nn.GroupNorm: return nn.GroupNorm(min(8, channels // 4), channels)
@@ -625,13 +633,13 @@ def load_data(args) -> Data:
 def check_data_fits(data: Data, args) -> None:
   """What the run needs of the data, checked before any training."""
   n, channels = len(data.x_train), data.x_train.shape[1]
-  if args.batch > n: raise UserError(f"{data.source}: {n} training images, fewer than --batch {args.batch}")
-  if args.latent > channels * args.size ** 2:
-    raise UserError(f"--latent {args.latent} is larger than the {channels * args.size ** 2} numbers of an image: nothing to compress")
   if args.cond and not data.judged:
     raise UserError(f"--cond needs labels of at least 2 classes, and {data.source} has {len(data.names) or 'no'} (use class subfolders)")
   if args.cond and args.n_samples < len(data.names):
     raise UserError(f"--cond: --n-samples {args.n_samples} is fewer than the {len(data.names)} classes (one sample per class at least)")
+  if args.batch > n: raise UserError(f"{data.source}: {n} training images, fewer than --batch {args.batch}")
+  if args.latent > channels * args.size ** 2:
+    raise UserError(f"--latent {args.latent} is larger than the {channels * args.size ** 2} numbers of an image: nothing to compress")
 
 
 # ---- checkpoints: one file, every model under its prefix ----
@@ -713,6 +721,7 @@ def autoencoder_stage(run: Run, data: Data, cfg: AEConfig) -> None:
   ae = Autoencoder(cfg.channels, cfg.size, cfg.latent)
   if run.loaded: restore(run.loaded, "ae.", ae, run.load_path)
   else:
+    ae.start_at_mean(data.x_train.mean(axis=(0, 2, 3)))
     t0 = time.perf_counter()
     losses, seconds = train_loop("autoencoder", make_ae_step(ae, cfg.lr), data.x_train, None, cfg.steps, cfg.batch, run.rng)
     run.summary["ae_train_s"] = time.perf_counter() - t0
@@ -923,9 +932,8 @@ def run_bench(args) -> int:
 
 # ---- the command line ----
 
-QUICK_CLF_STEPS, QUICK_AE_STEPS = 60, 150
 MODELS = {"autoencoder": "autoencoder", "ae": "autoencoder", "diffusion": "diffusion", "ddpm": "diffusion", "all": "all"}
-QUICK = dict(n_train=600, n_test=200, clf_steps=QUICK_CLF_STEPS, ae_steps=QUICK_AE_STEPS, ddpm_steps=50, width=8, n_samples=16, ddim_steps=10,
+QUICK = dict(n_train=600, n_test=200, clf_steps=60, ae_steps=100, lr=3e-3, ddpm_steps=50, width=8, n_samples=16, ddim_steps=10,
              ema=0.99, ancestral_samples=0, ddpm_lr=2e-3, batch=16)
 FULL = dict(n_train=30000, n_test=2000, clf_steps=1500, ae_steps=3000, ddpm_steps=20000, width=64, n_samples=500, ddim_steps=50,
             ema=0.999, ancestral_samples=16, ddpm_lr=5e-4, batch=128, ddpm_minutes=5.0, schedule="cosine")
