@@ -262,6 +262,7 @@ def test_graph_replays_with_a_changing_variable_and_fresh_inputs_match_numpy():
       n = 1 + (i * 5) % 16
       got = f(Tensor(xs, device="NV").realize(), v.bind(n)).item()
       assert got == float((xs[:n] * 3 + 1).sum()), (i, n, got)
+    assert fake.launches and all(l["qmd_releases"] == [0, 0] for l in fake.launches)   # signals never ride on a QMD (pitfall 3)
     print("OK")
   """)
   assert "OK" in out
