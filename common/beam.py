@@ -17,9 +17,9 @@ This module wraps that search without replacing it:
             reads and writes its own table (beam_search_tf32), so the two never mix.
   keep      python3 -m common.beam list                  what is cached, per device and project
             python3 -m common.beam export orin-beam.json  this device's searched kernels, to one file
-            python3 -m common.beam import orin-beam.json  merge a file into the local cache; a file
-                                                          from another device, GPU arch or tinygrad
-                                                          version is refused in one line
+            python3 -m common.beam import orin-beam.json  merge a file into the local cache (one made
+                                                          on another device, GPU arch or tinygrad
+                                                          version is refused in one line)
 
 The hooks live on tinygrad's module attributes (search.beam_search, realize.lower_and_compile,
 search.diskcache_get/put); BEAM compiles in the main process, so the hooks see every search.
