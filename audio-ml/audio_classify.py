@@ -312,7 +312,7 @@ def load_folder(root: Path, cfg: MelConfig, tc: TrainConfig, n_samples: int, rng
   waves = np.zeros((len(order), n_samples), np.float32)
   for row, i in enumerate(common.progress(order, desc="loading audio")): waves[row] = load_audio(files[i], cfg.sample_rate, n_samples)
   y = np.array([labels.index(names[i]) for i in order], np.int32)
-  print(f"data: {len(files)} files in {len(labels)} classes labelled {how} -> {(~test).sum()} train / {test.sum()} test")
+  print(f"data: {len(files)} files in {len(labels)} classes labelled {how} -> {n_train} train / {test.sum()} test clips read")
   return Dataset(waves[:n_train], y[:n_train], waves[n_train:], y[n_train:], labels, str(root), peak_normalize=True)
 
 def synthetic_data(seed: int, cfg: MelConfig, tc: TrainConfig, n_samples: int, rng: np.random.Generator, with_train: bool,
@@ -451,6 +451,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p = common.project_parser(PROJECT, __doc__, quick_help="tiny setting: 800/200 synthetic clips, 100 steps of 32, widths 8,16,32, hop 160; "
                             "checks >= 80 %%", save_help="the trained model (.safetensors), besides <--out>/model.safetensors",
                             load_help="a model a training run saved: evaluated (on --data or the synthetic test set) or, with --file, used")
+  shared = set(vars(p.parse_known_args([])[0])) - {"bench", "save", "load", "out"}     # common's flags that mean the same in every mode
   d = p.add_argument_group("data")
   d.add_argument("--data", metavar="DIR", type=existing_path, default=None, help="train on this folder of labelled audio instead of synthetic sounds")
   d.add_argument("--file", metavar="WAV", type=existing_file, default=None,
@@ -490,10 +491,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help=f"held-out accuracy %% to PASS (default {TARGET_PCT['synthetic']:g} synthetic, {TARGET_PCT['folder']:g} --data, "
                       f"{TARGET_PCT['quick']:g} --quick)")
   p.preset("quick", train_clips=800, test_clips=200, steps=100, batch=32, widths=[8, 16, 32], hop=160, target=TARGET_PCT["quick"])
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  args.every_mode = shared | {"dft", "framing"}
+  return args
 
-# Flags that mean something in each mode besides these; a typed flag that would be ignored is refused.
-EVERY_MODE = {"quick", "seed", "json", "dft", "framing"}
+# Flags that mean something in each mode besides args.every_mode; a typed flag that would be ignored is refused.
 MODE_FLAGS = {
   "bench": ({"bench", "cases", "widths"}, "with --bench (it times fixed synthetic workloads)"),
   "file": ({"file", "load", "out", "visualize"}, "with --file (the checkpoint fixes the model and its front end; nothing is trained)"),
@@ -505,7 +507,7 @@ def check_request(args) -> None:
   """One line for a flag that would do nothing in this mode (ignoring it silently would mislead)."""
   mode = "bench" if args.bench else "file" if args.file else "evaluate" if args.load else "train"
   allowed, why = MODE_FLAGS.get(mode, (set(vars(args)) - {"cases"}, "without --bench"))
-  for dest in sorted(args.given - allowed - EVERY_MODE):
+  for dest in sorted(args.given - allowed - args.every_mode):
     fail(f"--{dest.replace('_', '-')} does nothing {why}; leave it out")
   if args.data and (typed := sorted(args.given & {"train_clips", "test_clips"})):
     fail(f"--{typed[0].replace('_', '-')} sizes the synthetic data; with --data the folder's files and split are used")
