@@ -323,6 +323,12 @@ def test_flags_that_would_be_ignored_are_refused(capsys, tmp_path, tiny_checkpoi
   refused(capsys, *[a.format(tmp=tmp_path, ckpt=tiny_checkpoint, wav=wav) for a in argv], fragments=(fragment,))
 
 
+def test_flags_common_tools_pass_are_accepted(tmp_path):
+  """common.compare runs `--bench --json PATH --out DIR`, and common's own flags mean the same in every mode."""
+  ac.check_request(ac.parse_args(["--bench", "--json", str(tmp_path / "b.json"), "--out", str(tmp_path), "--seed", "1"]))
+  ac.check_request(ac.parse_args(["--load", "x.safetensors", "--quick", "--json", str(tmp_path / "e.json")]))
+
+
 def test_outputs_are_checked_before_the_work(capsys, tmp_path):
   (tmp_path / "afile").write_text("x")
   refused(capsys, "--quick", "--out", tmp_path / "afile", fragments=("--out", "not a folder"))
