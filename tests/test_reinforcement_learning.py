@@ -351,7 +351,6 @@ def test_documented_dqn_command_trains_saves_and_loads(tmp_path):
   assert r.returncode == 0, r.stdout + r.stderr
   assert json.loads((tmp_path / "loaded" / "summary.json").read_text())["agents"]["dqn"]["eval_mean"] >= 100
   assert not (tmp_path / "loaded" / "dqn_curve.png").exists()
-  refused("--load", str(ckpt), "--agent", "reinforce", "--out", str(tmp_path / "o"), fragments=("no reinforce agent",))
 
 
 @pytest.mark.slow
@@ -365,7 +364,7 @@ def test_documented_reinforce_command(tmp_path):
 @pytest.mark.slow
 def test_documented_bench_command_quick_json(tmp_path):
   out = tmp_path / "bench.json"
-  r = run("--bench", "--quick", "--dqn-steps", "1200", "--learning-starts", "800", "--episodes", "8", "--json", str(out))
+  r = run("--bench", "--quick", "--episodes", "4", "--eval-episodes", "5", "--json", str(out))     # both agents train on 4 episodes
   assert r.returncode == 0, r.stdout + r.stderr
   cases = {rec["case"] for rec in validate(json.loads(out.read_text()))}
   assert {"python env step (numpy, 1 env)", "batched env step N=64", "mlp 4-128-128-2 Adam step B=128"} <= cases
