@@ -682,7 +682,6 @@ def check_flags(args: argparse.Namespace) -> None:
   def flag(name: str) -> str: return "--" + name.replace("_", "-")
   if args.bench and args.save: refuse("--save: --bench times fresh training runs and keeps no agent; run without --bench to train and save")
   if args.bench and args.load: refuse("--load: --bench times fresh agents; run without --bench to evaluate a saved one")
-  if args.bench and "out" in args.given: refuse("--out: --bench writes no files there; --json PATH writes its records")
   if args.load and args.save: refuse("--save with --load would only copy the file: --load evaluates a saved agent without training")
   if args.load and (typed := sorted(NOT_WITH_LOAD & args.given)):
     refuse(f"{flag(typed[0])}: --load evaluates the saved agent as it is (its size comes from the checkpoint) without training")

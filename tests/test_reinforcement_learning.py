@@ -315,6 +315,11 @@ def test_agents_take_frozen_configs_and_the_update_fits_one_screen():
   assert len(update.splitlines()) <= 20 and "gradient_step" in update and "huber" in update
 
 
+def test_bench_takes_the_flags_common_compare_passes():
+  args = rl.parse_args(["--bench", "--json", "/tmp/x.json", "--out", "/tmp/o", "--quick"])     # common.compare's command line
+  assert args.bench and args.out == "/tmp/o"
+
+
 def test_quick_changes_defaults_only():
   args = rl.parse_args(["--quick", "--eval-episodes", "7", "--dqn-steps", "5000"])
   assert (args.eval_episodes, args.dqn_steps, args.episodes, args.target_return) == (7, 5000, 300, 100.0)
@@ -401,7 +406,7 @@ def parse_refused(capsys, *args) -> str:
   (["--buffer", "64", "--batch", "128"], "smaller than --batch"), (["--learning-starts", "64"], "at least --batch"),
   (["--dqn-steps", "500"], "leaves no training"), (["--grad-steps", "65"], "at most 64"),
   (["--agent", "reinforce", "--lr", "0.1"], "--lr is a DQN flag"), (["--agent", "dqn", "--pg-batch", "8"], "--pg-batch is a REINFORCE flag"),
-  (["--bench", "--save", "x.safetensors"], "--bench"), (["--bench", "--load", "x.safetensors"], "--bench"), (["--bench", "--out", "o"], "--json"),
+  (["--bench", "--save", "x.safetensors"], "--bench"), (["--bench", "--load", "x.safetensors"], "--bench"),
   (["--load", "x.safetensors", "--save", "y.safetensors"], "--load evaluates"), (["--load", "x.safetensors", "--episodes", "5"], "--load evaluates"),
   (["--load", "x.safetensors", "--hidden", "16"], "checkpoint"), (["--load", "x.safetensors", "--no-double"], "--double"),
   (["--save", "/proc/a.safetensors"], "cannot be written"), (["--save", "/dev/null"], "not a regular file"), (["--save", "/"], "is a folder"),
