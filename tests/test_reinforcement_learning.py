@@ -1,4 +1,4 @@
-"""reinforcement-learning/rl_agents.py: CartPole dynamics against Gymnasium, the two environments
+"""reinforcement-learning/rl_agents.py and cartpole.py: CartPole dynamics against Gymnasium, the two environments
 against each other, the replay ring, TD targets and discounted returns against numpy, the budgets,
 the configs, and the script end to end (the documented commands with --quick, --bench --json,
 --save/--load, and hostile input: one line, exit 2, before any training)."""
@@ -13,6 +13,7 @@ SCRIPT = ROOT / "reinforcement-learning" / "rl_agents.py"
 sys.path.insert(0, str(SCRIPT.parent))
 import common  # noqa: E402,F401  (before tinygrad)
 import rl_agents as rl  # noqa: E402
+import cartpole as cp  # noqa: E402
 from tinygrad import Tensor, dtypes  # noqa: E402
 from common.bench import validate  # noqa: E402
 from common.cli import UserError  # noqa: E402
@@ -40,7 +41,7 @@ def test_numpy_env_matches_gymnasium_episode(policy):
   for seed in range(3):
     genv = gym.make("CartPole-v1")
     gobs, _ = genv.reset(seed=seed)
-    env = rl.CartPole(rng)
+    env = cp.CartPole(rng)
     env.reset()
     env.state = np.array(genv.unwrapped.state, dtype=np.float64)
     for t in range(600):
@@ -50,7 +51,7 @@ def test_numpy_env_matches_gymnasium_episode(policy):
       np.testing.assert_allclose(obs, gobs, rtol=1e-6, atol=1e-7)
       assert (reward, term, trunc) == (greward, gterm, gtrunc), f"seed {seed} step {t}"
       if gterm or gtrunc: break
-    if policy == "balancing": assert t + 1 == rl.MAX_STEPS and trunc and not term   # the time limit, not a fall
+    if policy == "balancing": assert t + 1 == cp.MAX_STEPS and trunc and not term   # the time limit, not a fall
 
 
 def test_batched_env_matches_gymnasium_step():
@@ -65,7 +66,7 @@ def test_batched_env_matches_gymnasium_step():
     obs, reward, term, trunc, _ = genv.step(int(a))
     expected.append(obs)
     expected_term.append(term)
-  env = rl.BatchedCartPole(256)
+  env = cp.BatchedCartPole(256)
   env.state.assign(Tensor(states)).realize()
   next_obs, reward, term, trunc, length = env.step(Tensor(actions.astype(np.int32)))
   next_obs, term = next_obs.numpy(), term.numpy()
@@ -73,7 +74,7 @@ def test_batched_env_matches_gymnasium_step():
   np.testing.assert_array_equal(reward.numpy(), np.ones(256))
   expected_term = np.array(expected_term)
   # float32 against float64: only states within 1e-5 of a limit may disagree
-  near = (np.abs(np.abs(next_obs[:, 0]) - rl.X_LIMIT) < 1e-5) | (np.abs(np.abs(next_obs[:, 2]) - rl.THETA_LIMIT) < 1e-5)
+  near = (np.abs(np.abs(next_obs[:, 0]) - cp.X_LIMIT) < 1e-5) | (np.abs(np.abs(next_obs[:, 2]) - cp.THETA_LIMIT) < 1e-5)
   np.testing.assert_array_equal(term[~near], expected_term[~near])
   assert 20 < expected_term.sum() < 236, "the test states should cover both outcomes"
   assert not trunc.numpy().any()
@@ -84,8 +85,8 @@ def test_constants_match_gymnasium():
   g = gym.make("CartPole-v1")
   u = g.unwrapped
   assert (u.gravity, u.masscart, u.masspole, u.length, u.force_mag, u.tau) == \
-    (rl.GRAVITY, rl.MASS_CART, rl.MASS_POLE, rl.HALF_LENGTH, rl.FORCE, rl.TAU)
-  assert (u.theta_threshold_radians, u.x_threshold, g.spec.max_episode_steps) == (rl.THETA_LIMIT, rl.X_LIMIT, rl.MAX_STEPS)
+    (cp.GRAVITY, cp.MASS_CART, cp.MASS_POLE, cp.HALF_LENGTH, cp.FORCE, cp.TAU)
+  assert (u.theta_threshold_radians, u.x_threshold, g.spec.max_episode_steps) == (cp.THETA_LIMIT, cp.X_LIMIT, cp.MAX_STEPS)
 
 
 # ---- the two implementations against each other ------------------------------------------------
@@ -93,9 +94,9 @@ def test_constants_match_gymnasium():
 def test_numpy_and_batched_env_agree_over_an_episode():
   rng = np.random.default_rng(3)
   n = 8
-  envs = [rl.CartPole(rng) for _ in range(n)]
+  envs = [cp.CartPole(rng) for _ in range(n)]
   for e in envs: e.reset()
-  benv = rl.BatchedCartPole(n)
+  benv = cp.BatchedCartPole(n)
   benv.state.assign(Tensor(np.stack([e.state for e in envs]).astype(np.float32))).realize()
   for t in range(40):   # long enough for some to fall; compare only still-running ones
     actions = rng.integers(0, 2, n)
@@ -107,13 +108,13 @@ def test_numpy_and_batched_env_agree_over_an_episode():
       obs, _, eterm, etrunc = e.step(int(actions[i]))
       np.testing.assert_allclose(next_obs[i], obs, rtol=1e-4, atol=1e-5)
       assert length[i] == e.steps
-      if abs(abs(obs[0]) - rl.X_LIMIT) > 1e-4 and abs(abs(obs[2]) - rl.THETA_LIMIT) > 1e-4: assert term[i] == eterm
+      if abs(abs(obs[0]) - cp.X_LIMIT) > 1e-4 and abs(abs(obs[2]) - cp.THETA_LIMIT) > 1e-4: assert term[i] == eterm
       if eterm: e.steps = -1      # the batched one auto-reset; stop comparing this one
   assert any(e.steps < 0 for e in envs) and any(e.steps > 0 for e in envs)
 
 
 def test_batched_env_truncation_and_auto_reset():
-  env = rl.BatchedCartPole(3)
+  env = cp.BatchedCartPole(3)
   # env 0: fine, step 499 -> truncated; env 1: about to fall at step 10 -> terminated; env 2: fine, step 10
   env.state.assign(Tensor([[0.0, 0.0, 0.01, 0.0], [0.0, 0.0, 0.2094, 2.0], [0.0, 0.0, -0.01, 0.0]])).realize()
   env.steps.assign(Tensor([499, 10, 10], dtype=dtypes.int32)).realize()
@@ -121,12 +122,12 @@ def test_batched_env_truncation_and_auto_reset():
   next_obs, term, trunc, length = next_obs.numpy(), term.numpy(), trunc.numpy(), length.numpy()
   Tensor.realize(env.state, env.steps)
   assert term.tolist() == [False, True, False] and trunc.tolist() == [True, False, False] and length.tolist() == [500, 11, 11]
-  ref = rl.CartPole(np.random.default_rng(0))
+  ref = cp.CartPole(np.random.default_rng(0))
   ref.state = np.array([0.0, 0.0, 0.2094, 2.0])
   np.testing.assert_allclose(next_obs[1], ref.step(1)[0], rtol=1e-5)       # the true final state, not the reset one
   state, steps = env.state.numpy(), env.steps.numpy()
   assert steps.tolist() == [0, 0, 11]
-  assert np.all(np.abs(state[:2]) <= rl.RESET_BOUND) and not np.allclose(state[1], next_obs[1])
+  assert np.all(np.abs(state[:2]) <= cp.RESET_BOUND) and not np.allclose(state[1], next_obs[1])
   np.testing.assert_allclose(state[2], next_obs[2])
 
 
@@ -144,7 +145,7 @@ def test_replay_ring_holds_real_transitions_and_wraps():
     dqn.memory.advance()
   assert (dqn.memory.pos, dqn.memory.size) == (4, 12)
   rows = dqn.memory.table.numpy()
-  ref = rl.CartPole(np.random.default_rng(0))
+  ref = cp.CartPole(np.random.default_rng(0))
   for row in rows:
     s, action, r, term, s2 = row[0:4], int(row[4]), row[5], row[6], row[7:11]
     ref.state = s.astype(np.float64)
@@ -236,11 +237,11 @@ def small_reinforce(**changes) -> rl.Reinforce:
 def test_discounted_returns_match_numpy():
   agent = small_reinforce(batch=3, gamma=0.97)
   lengths = [5, 500, 137]
-  mask = np.zeros((rl.MAX_STEPS, 3), np.float32)
+  mask = np.zeros((cp.MAX_STEPS, 3), np.float32)
   for i, n in enumerate(lengths): mask[:n, i] = 1
   got = agent.discounted_returns(Tensor(mask)).numpy()
   for i, n in enumerate(lengths):
-    expected, g = np.zeros(rl.MAX_STEPS), 0.0
+    expected, g = np.zeros(cp.MAX_STEPS), 0.0
     for t in reversed(range(n)):
       g = 1.0 + 0.97 * g
       expected[t] = g
@@ -252,10 +253,10 @@ def test_reinforce_rollout_records_whole_episodes():
   lengths = agent.run_episodes()
   mask = agent.mask_buf.numpy()
   for i, n in enumerate(lengths):
-    assert 8 <= n <= rl.MAX_STEPS and mask[:int(n), i].all() and not mask[int(n):, i].any()
+    assert 8 <= n <= cp.MAX_STEPS and mask[:int(n), i].all() and not mask[int(n):, i].any()
   # recorded observations follow the dynamics: s_{t+1} = step(s_t, a_t) while the episode lasts
   obs, act = agent.obs_buf.numpy(), agent.action_buf.numpy()
-  ref = rl.CartPole(np.random.default_rng(0))
+  ref = cp.CartPole(np.random.default_rng(0))
   for t in range(int(lengths[0]) - 1):
     ref.state = obs[t, 0].astype(np.float64)
     np.testing.assert_allclose(ref.step(int(act[t, 0]))[0], obs[t + 1, 0], rtol=1e-5, atol=1e-6)
