@@ -63,7 +63,7 @@ RUN (writes to out/generative/): on a Jetson `NV=1 python3 generative/generative
                           (checks its loss falls 3x; with --cond the judge's mean per-class accuracy on 100 DDIM
                           samples >= 20 %). Most of an hour on a 2-core CPU.
   --quick                 for tests, seconds: 600 digits, a width-8 U-Net, batch 16, few steps per model; checks
-                          that the AE beats 0.9x the mean image's MSE, the judge reaches 50 %, the DDPM loss falls 3x
+                          that the AE scores <= 0.75x the mean image's MSE, the judge reaches 50 %, the DDPM loss falls 3x
   --full                  the quality setting, sized for a GPU: 30000 digits, width-64 U-Net, batch 128, cosine β,
                           EMA 0.999, up to 20000 steps or 5 minutes of DDPM training (--ddpm-minutes), 500
                           DDIM samples; checks >= 80 % confident samples with every class 5-15 %
@@ -162,7 +162,7 @@ class Targets:
 
 
 TARGETS = {
-  "quick": Targets(ae_vs_mean=0.9, judge_accuracy=50.0),
+  "quick": Targets(ae_vs_mean=0.75, judge_accuracy=50.0),
   # --cond: the default setting measured a mean per-class accuracy of 30 % (generative/README.md)
   "default": Targets(ae_vs_mean=0.5, ae_mse=0.01, judge_accuracy=98.0, cond_mean_accuracy=20.0),
   "full": Targets(ae_vs_mean=0.5, ae_mse=0.01, judge_accuracy=98.0, confident=80.0, class_share=(5.0, 15.0), cond_worst_accuracy=90.0),
