@@ -44,6 +44,8 @@ from tinygrad import Device
 from common.bench import Bench
 import fusion_beam, llm, memory_plan, quantize
 
+# --- plumbing: the math lives in the lever scripts; this file gathers their flags and runs them ---------------
+
 MODES = ("quantize", "distill", "memory", "fusion", "beam", "llm")
 # flags of one lever: given while none of its modes runs, they would be ignored, so they are refused
 FLAG_MODES = {"sizes": ("quantize",), "width": ("quantize", "distill", "memory"), "steps": ("quantize", "distill"),

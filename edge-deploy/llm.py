@@ -315,8 +315,7 @@ def decode_setting(cfg: DecodeConfig, fix: str, bench: Bench, out: Path) -> dict
   proc = subprocess.run(cmd + (["--quick"] if cfg.quick else []), env={**os.environ, "MATVEC_FIX": fix})
   try: res = json.loads(summary.read_text())["llm"][fix]
   except (OSError, ValueError, KeyError): raise UserError(f"the MATVEC_FIX={fix} decode process failed (exit {proc.returncode}); see above")
-  child_records = json.loads(records.read_text())["records"] if records.exists() else []
-  bench.records += [{**r, "case": f"{r['case']} (MATVEC_FIX={fix})", "matvec_fix": fix} for r in child_records]
+  if records.exists(): bench.records += json.loads(records.read_text())["records"]     # the child named their setting already
   return res
 
 
