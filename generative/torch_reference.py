@@ -22,7 +22,7 @@ PROJECT = "generative"
 
 
 def main(argv=None) -> int:
-  p = project_parser(PROJECT, __doc__)
+  p = project_parser(PROJECT, __doc__, save_help=None)   # it trains nothing to keep: no --save/--load
   p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
   p.add_argument("--latent", type=positive_int, default=32, help="latent size L, as in generative_models.py")
   p.add_argument("--tf32", choices=TF32_MODES, default="default", help="TF32 tensor cores for fp32 convs/matmuls (default: PyTorch's own, cuDNN on)")

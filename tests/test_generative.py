@@ -471,3 +471,9 @@ def test_autoencoder_output_starts_at_the_mean_intensity():
   ae = gm.Autoencoder(1, 28, 8)
   ae.start_at_mean(np.array([0.2]))
   np.testing.assert_allclose(ae.dec2.bias.numpy(), [math.log(0.2 / 0.8)], rtol=1e-6)
+
+
+def test_torch_reference_has_no_save_flag_it_would_ignore(capsys):
+  import torch_reference
+  with pytest.raises(SystemExit) as e: torch_reference.main(["--save", "x.safetensors"])
+  assert e.value.code == 2 and "unrecognized arguments: --save" in capsys.readouterr().err
