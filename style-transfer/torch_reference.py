@@ -47,7 +47,7 @@ def vgg19_features(torch, pool):
   return feats[:30]     # up to conv5_1 and its ReLU
 
 
-def main() -> int:
+def parse_args():
   p = common.project_parser(PROJECT, __doc__, quick_help="64 px, about 5 s per case", save_help=None)   # it trains nothing: no --save
   p.add_argument("--sizes", type=int_list, default=[256, 512], help="square image sizes")
   p.add_argument("--size", type=int_range(16, 4096), default=None, help="one size (instead of --sizes)")
@@ -59,16 +59,18 @@ def main() -> int:
   args = p.parse_args()
   if not all(16 <= v <= 4096 for v in args.sizes): p.error("--sizes: each from 16 to 4096 px (VGG-19 pools four times before conv5_1)")
   if args.size and "sizes" in args.given: p.error("give --size or --sizes, not both")
+  return args
+
+
+def main() -> int:
+  args = parse_args()
   try:
     import torch
   except ImportError:
     raise UserError("PyTorch is not installed (pip install torch); it is only needed for this comparison")
-  import numpy as np
   dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
   try: torch.zeros(1, device=dev)
   except (RuntimeError, AssertionError) as e: raise UserError(f"--device {dev}: {' '.join(str(e).split())[:150]}")
-  cuda = dev.startswith("cuda")
-  sync = torch.cuda.synchronize if cuda else (lambda: None)
   tf32 = torch_tf32(torch, args.tf32)
   torch.manual_seed(args.seed)
   net = vgg19_features(torch, args.pool).to(dev).eval()
@@ -84,45 +86,52 @@ def main() -> int:
       if i - 1 in STYLE_IDX.values() or i - 1 == CONTENT_IDX: out[i - 1] = h   # after the conv's ReLU
     return out
 
-  def gram(f):
-    _, c, h, w = f.shape
-    flat = f.reshape(c, h * w).float()
-    return flat @ flat.T / (c * h * w)
-
-  sizes = [args.size] if args.size else args.sizes
-  for size in sizes:
-    rng = np.random.default_rng(args.seed)
-    content = torch.tensor(rng.random((1, 3, size, size), dtype=np.float32), device=dev)
-    style = torch.tensor(rng.random((1, 3, size, size), dtype=np.float32), device=dev)
-    with torch.no_grad():
-      content_target = features(content)[CONTENT_IDX].float()
-      style_grams = {i: gram(f) for i, f in features(style).items() if i in STYLE_IDX.values()}
-    for half in [False, True] if args.half else [False]:
-      for opt_name in ("adam", "lbfgs"):
-        image = content.clone().requires_grad_(True)
-        opt = torch.optim.Adam([image], lr=0.02) if opt_name == "adam" else torch.optim.LBFGS([image], lr=1.0, max_iter=1, history_size=10)
-
-        def closure():
-          opt.zero_grad(set_to_none=True)
-          with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.float16, enabled=half):
-            feats = features(image)
-          lc = ((feats[CONTENT_IDX].float() - content_target) ** 2).mean()
-          ls = sum(((gram(feats[i]) - style_grams[i]) ** 2).mean() for i in STYLE_IDX.values())
-          ltv = ((image[:, :, 1:] - image[:, :, :-1]) ** 2).mean() + ((image[:, :, :, 1:] - image[:, :, :, :-1]) ** 2).mean()
-          loss = lc + 1e6 * ls + 1e-2 * ltv
-          loss.backward()
-          return loss
-
-        step = (lambda: opt.step(closure)) if opt_name == "lbfgs" else (lambda: (closure(), opt.step()))
-        if cuda: torch.cuda.reset_peak_memory_stats()
-        rec = bench.run(f"vgg19 {size}px {'fp16' if half else 'fp32'} {opt_name} step", step, rate=(1, "steps/s"),
-                        iters=5 if args.quick else 20, max_seconds=5.0 if args.quick else 20.0, sync=sync, tf32=tf32)
-        rec["device_mem_MB"] = torch.cuda.max_memory_allocated() / 1e6 if cuda else 0.0
-        opt = image = None     # free this case's memory before the next one
+  for size in [args.size] if args.size else args.sizes: time_steps(torch, bench, features, size, dev, tf32, args)
   bench.print(f"{PROJECT}: PyTorch reference (TF32 {tf32})")
   for r in bench.records: print(f"  {r['case']}: peak {r['device_mem_MB']:.1f} MB")
   bench.write_json(args.json)
   return 0
+
+
+def gram(f):
+  _, c, h, w = f.shape
+  flat = f.reshape(c, h * w).float()
+  return flat @ flat.T / (c * h * w)
+
+
+def time_steps(torch, bench: Bench, features, size: int, dev: str, tf32: str, args) -> None:
+  """Adam and L-BFGS steps (and their fp16 autocast versions with --half) at one square size."""
+  import numpy as np
+  cuda = dev.startswith("cuda")
+  sync = torch.cuda.synchronize if cuda else (lambda: None)
+  rng = np.random.default_rng(args.seed)
+  content = torch.tensor(rng.random((1, 3, size, size), dtype=np.float32), device=dev)
+  style = torch.tensor(rng.random((1, 3, size, size), dtype=np.float32), device=dev)
+  with torch.no_grad():
+    content_target = features(content)[CONTENT_IDX].float()
+    style_grams = {i: gram(f) for i, f in features(style).items() if i in STYLE_IDX.values()}
+  for half in [False, True] if args.half else [False]:
+    for opt_name in ("adam", "lbfgs"):
+      image = content.clone().requires_grad_(True)
+      opt = torch.optim.Adam([image], lr=0.02) if opt_name == "adam" else torch.optim.LBFGS([image], lr=1.0, max_iter=1, history_size=10)
+
+      def closure():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.float16, enabled=half):
+          feats = features(image)
+        lc = ((feats[CONTENT_IDX].float() - content_target) ** 2).mean()
+        ls = sum(((gram(feats[i]) - style_grams[i]) ** 2).mean() for i in STYLE_IDX.values())
+        ltv = ((image[:, :, 1:] - image[:, :, :-1]) ** 2).mean() + ((image[:, :, :, 1:] - image[:, :, :, :-1]) ** 2).mean()
+        loss = lc + 1e6 * ls + 1e-2 * ltv
+        loss.backward()
+        return loss
+
+      step = (lambda: opt.step(closure)) if opt_name == "lbfgs" else (lambda: (closure(), opt.step()))
+      if cuda: torch.cuda.reset_peak_memory_stats()
+      rec = bench.run(f"vgg19 {size}px {'fp16' if half else 'fp32'} {opt_name} step", step, rate=(1, "steps/s"),
+                      iters=5 if args.quick else 20, max_seconds=5.0 if args.quick else 20.0, sync=sync, tf32=tf32)
+      rec["device_mem_MB"] = torch.cuda.max_memory_allocated() / 1e6 if cuda else 0.0
+      opt = image = None     # free this case's memory before the next one
 
 
 if __name__ == "__main__":
