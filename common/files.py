@@ -172,6 +172,7 @@ def load_checkpoint(path: str | os.PathLike, *, script: str | None = None, model
   from tinygrad import Tensor, Device
   from tinygrad.nn.state import safe_load
   p = Path(path)
+  if p.is_dir(): raise UserError(f"checkpoint {p}: is a folder, expected a .safetensors file")
   if not p.is_file(): raise UserError(f"checkpoint {p}: no such file")
   try:
     data = p.read_bytes()          # read into memory: no open file handle outlives the call
