@@ -1,6 +1,6 @@
-"""A 2-D convolution whose forward and both gradients are matrix products: the one convolution every
-project that trains convolutional nets uses (`Conv2d` is a drop-in for tinygrad's nn.Conv2d, with the
-same `weight`/`bias` state-dict keys).
+"""A 2-D convolution whose forward and both gradients are matrix products, and the one convolution
+module every project that trains convolutional nets uses (`Conv2d`: a drop-in for tinygrad's
+nn.Conv2d with the same `weight`/`bias` state-dict keys, which picks the faster form per layer).
 
 Why not tinygrad's own conv2d: it is built on a pooling view of the input, and autograd differentiates
 through that view. The input gradient then comes out as a masked window per pixel and the weight
@@ -65,14 +65,34 @@ def default_split(batch: int, outputs: int, reduction: int) -> int:
   return 1
 
 
+def upsample_nearest(x: Tensor, factor: int) -> Tensor:
+  """(B, C, H, W) -> (B, C, factor·H, factor·W), each pixel repeated factor × factor times."""
+  b, c, h, w = x.shape
+  return x.reshape(b, c, h, 1, w, 1).expand(b, c, h, factor, w, factor).reshape(b, c, h * factor, w * factor)
+
+
+def prefers_im2col(cin: int, stride: tuple[int, int], upsample: int) -> bool:
+  """Which form to use, from per-layer measurements of forward + both gradients without BEAM
+  (scripts/conv_bench.py, H200, fp32; docs/results.md has the table): the im2col form was 1.5-8.5x
+  faster wherever tinygrad's conv2d differentiates through a strided or upsampled view, or the input
+  has a handful of channels; tinygrad's own conv2d was up to 2.2x faster on plain stride-1 layers with
+  many channels. On the Orin this is expected to hold in direction, not in the factors (not measured)."""
+  return upsample > 1 or stride != (1, 1) or cin <= 4
+
+
 class Conv2d(nn.Conv2d):
-  """nn.Conv2d (same parameters, init and state-dict keys) computed by `conv2d` above."""
-  def __call__(self, x: Tensor) -> Tensor:
+  """nn.Conv2d (same parameters, init and state-dict keys), computed in the form that trains faster
+  (`prefers_im2col`). `conv(x, upsample=2)` is the convolution of the nearest-2x-upsampled x, the
+  decoder step of an autoencoder or U-Net, in one call so the form can be chosen for it."""
+  def __call__(self, x: Tensor, upsample: int = 1) -> Tensor:
+    if upsample > 1: x = upsample_nearest(x, upsample)
     stride, padding = _pair(self.stride), self.padding
-    if (isinstance(padding, (tuple, list)) and len(padding) != 2) or _pair(self.dilation) != (1, 1):
-      return super().__call__(x)                  # 'same' strings, asymmetric padding, dilation: tinygrad's own
+    if (isinstance(padding, (tuple, list)) and len(padding) != 2) or _pair(self.dilation) != (1, 1) \
+       or not prefers_im2col(x.shape[1], stride, upsample):
+      return super().__call__(x)                  # tinygrad's own conv2d
     kh, kw = self.weight.shape[2:]
     ph, pw = _pair(padding)
     ho, wo = (x.shape[2] + 2 * ph - kh) // stride[0] + 1, (x.shape[3] + 2 * pw - kw) // stride[1] + 1
-    split = default_split(x.shape[0], math.prod(self.weight.shape), x.shape[0] * ho * wo)
+    # the split paid off for strided layers only (their weight gradient has the fewest outputs per product)
+    split = default_split(x.shape[0], math.prod(self.weight.shape), x.shape[0] * ho * wo) if stride != (1, 1) else 1
     return conv2d(x, self.weight, self.bias, stride, (ph, pw), self.groups, split)

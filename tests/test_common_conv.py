@@ -91,6 +91,21 @@ def test_module_is_a_drop_in_for_nn_conv2d():
   np.testing.assert_allclose(ours(x).numpy(), theirs(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_module_upsample_and_form_choice():
+  from tinygrad import nn
+  from common.conv import prefers_im2col, upsample_nearest
+  assert prefers_im2col(64, (2, 2), 1) and prefers_im2col(64, (1, 1), 2) and prefers_im2col(3, (1, 1), 1)
+  assert not prefers_im2col(64, (1, 1), 1)
+  Tensor.manual_seed(5)
+  ours = Conv2d(6, 4, 3, padding=1)
+  Tensor.manual_seed(5)
+  theirs = nn.Conv2d(6, 4, 3, padding=1)
+  x = Tensor(np.random.default_rng(1).standard_normal((2, 6, 5, 5)).astype(np.float32))
+  np.testing.assert_allclose(upsample_nearest(x, 2).numpy(), x.numpy().repeat(2, 2).repeat(2, 3))
+  np.testing.assert_allclose(ours(x, upsample=2).numpy(), theirs(upsample_nearest(x, 2)).numpy(), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(ours(x).numpy(), theirs(x).numpy(), rtol=1e-5, atol=1e-5)     # the conv2d form
+
+
 def test_default_split_divides_the_batch_and_keeps_pieces_long():
   assert default_split(128, 64 * 64 * 9, 128 * 14 * 14) == 1          # 36,864 outputs: already enough to fill a GPU
   s = default_split(128, 32 * 3 * 9, 128 * 16 * 16)                   # 864 outputs over 32,768 numbers
