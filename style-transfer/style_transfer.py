@@ -80,6 +80,7 @@ from tinygrad.nn.optim import Adam, Optimizer
 
 from common import UserError, files, plots
 from common.bench import Bench, Timing
+from common.conv import conv2d
 from common.cli import choice_list, existing_file, int_list, int_range, nonnegative_float, positive_float, positive_int
 
 PROJECT = "style-transfer"
@@ -148,27 +149,11 @@ def imagenet_normalize(x: Tensor) -> Tensor:
 
 
 def conv2d_im2col(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
-  """A stride-1 "same" convolution written as im2col and a matmul; the same result as
-  x.conv2d(w, b, padding=k//2).  x: (B, C, H, W), w: (O, C, k, k) -> (B, O, H, W).
-
-    cols[b, c, t, i, j] = x_pad[b, c, i + dy_t, j + dx_t]       t = (dy, dx), k² shifted views of x
-    y[b, o, i, j]       = Σ_{c,t} w[o, c, t] · cols[b, c, t, i, j] + bias[o]
-
-  Why write it out: style transfer only needs ∂L/∂x, the convolution's *input* gradient. For tinygrad's
-  conv2d, autograd derives it through the pooling view conv2d is built on, which comes out as a masked
-  4×4 window per pixel and ran at ~1.5 TFLOP/s on the H200, a tenth of the forward's speed (per-kernel
-  profile of the Adam step). From the lines above autograd derives exactly the textbook backward instead:
-
-    ∂L/∂cols[b, c, t, i, j] = Σ_o w[o, c, t] · ∂L/∂y[b, o, i, j]      a matmul, like the forward
-    ∂L/∂x                   = Σ_t (∂L/∂cols[:, :, t] shifted back by −(dy_t, dx_t))   "col2im": k² adds
-
-  The cols tensor is never stored (its k² views are read inside the matmul's kernel); the gradient
-  ∂L/∂cols is, k²·C·H·W numbers, for the col2im sum. --conv direct uses conv2d, to compare."""
-  (n, c, h, wd), (o, _, k, _) = x.shape, w.shape
-  xp = x.pad((k // 2,) * 4)
-  cols = Tensor.stack(*[xp[:, :, dy:dy + h, dx:dx + wd] for dy in range(k) for dx in range(k)], dim=2)
-  y = (cols.reshape(n, 1, c, k * k, h, wd) * w.reshape(1, o, c, k * k, 1, 1)).sum((2, 3))
-  return (y + b.reshape(1, o, 1, 1)).contiguous_backward()
+  """VGG's stride-1 "same" convolution as im2col and a product (common/conv.py derives why): style
+  transfer needs only ∂L/∂x, and for tinygrad's pooling-view conv2d autograd makes that a masked window
+  per pixel at a tenth of the forward's speed (H200 profile); here it is a product plus k² shifted adds.
+  contiguous_backward stores ∂L/∂y once for both. --conv direct uses tinygrad's conv2d, to compare."""
+  return conv2d(x, w, b, padding=w.shape[-1] // 2).contiguous_backward()
 
 
 def blur_downsample(x: Tensor) -> Tensor:
