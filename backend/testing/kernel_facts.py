@@ -2,10 +2,14 @@
 
 Each entry names where it comes from. Paths are in these public repositories (the L4T r36 kernel sources):
   NVGPU  = nvidia-mirror/linux-nvgpu          (nvgpu driver and its UAPI headers, include/uapi/linux/)
-  NVMAP  = OE4T/linux-tegra-5.10              (include/uapi/linux/nvmap.h; the same ioctls in linux-nv-oot for r36)
+  NVMAP  = sradcliffe-nottinghamspirk/linux-nv-oot @ 30ebc1a6396f73402587d2d43567e1e8264dbcaf (include/uapi/linux/nvmap.h,
+           the r36 out-of-tree header). OE4T/linux-tegra-5.10's header (r35, @0516cd94) lacks nvmap_alloc_handle.numa_nid,
+           so its NVMAP_IOC_ALLOC is 16 bytes, not the 20 used here: r36 is the source of this layout.
+  AS     = nvidia-mirror/linux-nvgpu @ 21cb70f58d56749ccdd6b6dd830951790a1d39b4 (include/uapi/linux/nvgpu-as.h)
   FACTS  = shared/docs/tegra-nvgpu-facts.md   (sizes and offsets obtained by compiling the UAPI headers)
-A citation names the file and the definition to look up in it (`grep -n NAME FILE` gives the line): the tooling that
-read these sources here returns text without line numbers, so the definition is the anchor. Rules that the kernel does
+A citation names the file and the definition; `file:N` is its line at the commit above (counted from the stored text,
+nvmap.h and nvgpu-as.h so far). Citations without a line (nvgpu.h, nvgpu-ctrl.h, vm.c, the hw and class headers) still
+use the definition as the anchor (`grep -n NAME FILE`). Rules that the kernel does
 not enforce but the fake does are listed in STRICTER_THAN_KERNEL with the reason.
 """
 import ctypes
@@ -26,11 +30,11 @@ class open_tsg(ctypes.Structure):          # nvgpu-ctrl.h: struct nvgpu_gpu_open
   _fields_ = [("tsg_fd", u32), ("flags", u32), ("source_device_instance_id", u64), ("share_token", u64)]
 class open_channel(ctypes.Structure):      # nvgpu-ctrl.h: struct nvgpu_channel_open_args (union in.runlist_id / out.channel_fd)
   _fields_ = [("value", s32)]
-class as_bind_channel(ctypes.Structure):   # nvgpu-as.h: struct nvgpu_as_bind_channel_args
+class as_bind_channel(ctypes.Structure):   # nvgpu-as.h:90 struct nvgpu_as_bind_channel_args
   _fields_ = [("channel_fd", u32)]
-class as_alloc_space(ctypes.Structure):    # nvgpu-as.h: struct nvgpu_as_alloc_space_args (union o_a: offset / align)
+class as_alloc_space(ctypes.Structure):    # nvgpu-as.h:58 struct nvgpu_as_alloc_space_args (union o_a)
   _fields_ = [("pages", u64), ("page_size", u32), ("flags", u32), ("offset", u64), ("padding", u32 * 2)]
-class as_map_buffer_ex(ctypes.Structure):  # nvgpu-as.h: struct nvgpu_as_map_buffer_ex_args
+class as_map_buffer_ex(ctypes.Structure):  # nvgpu-as.h:216 struct nvgpu_as_map_buffer_ex_args
   _fields_ = [("flags", u32), ("compr_kind", s16), ("incompr_kind", s16), ("dmabuf_fd", u32), ("page_size", u32), ("buffer_offset", u64),
               ("mapping_size", u64), ("offset", u64)]
 class as_unmap_buffer(ctypes.Structure):   # nvgpu-as.h: struct nvgpu_as_unmap_buffer_args
@@ -49,9 +53,9 @@ class setup_bind(ctypes.Structure):        # nvgpu.h: struct nvgpu_channel_setup
   _fields_ = [("num_gpfifo_entries", u32), ("num_inflight_jobs", u32), ("flags", u32), ("userd_dmabuf_fd", s32), ("gpfifo_dmabuf_fd", s32),
               ("work_submit_token", u32), ("userd_dmabuf_offset", u64), ("gpfifo_dmabuf_offset", u64), ("gpfifo_gpu_va", u64),
               ("userd_gpu_va", u64), ("usermode_mmio_gpu_va", u64), ("reserved", u32 * 9)]
-class nvmap_create(ctypes.Structure):      # NVMAP include/uapi/linux/nvmap.h: struct nvmap_create_handle (union size / fd)
+class nvmap_create(ctypes.Structure):      # NVMAP nvmap.h:45 struct nvmap_create_handle (union size / fd)
   _fields_ = [("size_or_fd", u32), ("handle", u32)]
-class nvmap_alloc(ctypes.Structure):       # nvmap.h: struct nvmap_alloc_handle
+class nvmap_alloc(ctypes.Structure):       # nvmap.h:91 struct nvmap_alloc_handle (numa_nid at :96)
   _fields_ = [("handle", u32), ("heap_mask", u32), ("flags", u32), ("align", u32), ("numa_nid", s32)]
 
 # name -> (fd kind, direction, magic, nr, layout or None for an integer argument, source)
@@ -70,10 +74,10 @@ IOCTLS = {
   "CHANNEL_SET_ERROR_NOTIFIER": ("channel", 3, "H", 111, set_error_notifier, "nvgpu.h: NVGPU_IOCTL_CHANNEL_SET_ERROR_NOTIFIER"),
   "CHANNEL_WDT": ("channel", IOC_WRITE, "H", 119, channel_wdt, "nvgpu.h: NVGPU_IOCTL_CHANNEL_WDT (_IOW)"),
   "CHANNEL_SETUP_BIND": ("channel", 3, "H", 128, setup_bind, "nvgpu.h: NVGPU_IOCTL_CHANNEL_SETUP_BIND"),
-  "NVMAP_CREATE": ("nvmap", 3, "N", 0, nvmap_create, "nvmap.h: NVMAP_IOC_CREATE"),
-  "NVMAP_ALLOC": ("nvmap", IOC_WRITE, "N", 3, nvmap_alloc, "nvmap.h: NVMAP_IOC_ALLOC (_IOW)"),
-  "NVMAP_FREE": ("nvmap", 0, "N", 4, None, "nvmap.h: NVMAP_IOC_FREE (_IO, the handle is the argument)"),
-  "NVMAP_GET_FD": ("nvmap", 3, "N", 15, nvmap_create, "nvmap.h: NVMAP_IOC_GET_FD"),
+  "NVMAP_CREATE": ("nvmap", 3, "N", 0, nvmap_create, "nvmap.h:270 NVMAP_IOC_CREATE"),
+  "NVMAP_ALLOC": ("nvmap", IOC_WRITE, "N", 3, nvmap_alloc, "nvmap.h:276 NVMAP_IOC_ALLOC (_IOW)"),
+  "NVMAP_FREE": ("nvmap", 0, "N", 4, None, "nvmap.h:280 NVMAP_IOC_FREE (_IO, the handle is the argument)"),
+  "NVMAP_GET_FD": ("nvmap", 3, "N", 15, nvmap_create, "nvmap.h:314 NVMAP_IOC_GET_FD"),
 }
 NUMBERS = {ioc(d, m, nr, ctypes.sizeof(t) if t is not None else 0): name for name, (_, d, m, nr, t, _src) in IOCTLS.items()}
 
@@ -92,17 +96,19 @@ SM_VERSION, VA_BITS = 0x807, 40
 # ---- flags and rules, each with its source ----
 ALLOC_AS_FLAGS_UNIFIED_VA = 1 << 1           # nvgpu-ctrl.h NVGPU_GPU_IOCTL_ALLOC_AS_FLAGS_UNIFIED_VA
 AS_PDE_ALIGN = 2 << 20                        # nvgpu-ctrl.h struct nvgpu_alloc_as_args: va_range_start/end "aligned by PDE" (2 MiB, FACTS)
-ALLOC_SPACE_FLAGS_FIXED_OFFSET = 1 << 0       # nvgpu-as.h NVGPU_AS_ALLOC_SPACE_FLAGS_FIXED_OFFSET
-MAP_FLAGS_FIXED_OFFSET, MAP_FLAGS_CACHEABLE = 1 << 0, 1 << 2   # nvgpu-as.h NVGPU_AS_MAP_BUFFER_FLAGS_FIXED_OFFSET / _CACHEABLE
+ALLOC_SPACE_FLAGS_FIXED_OFFSET = 1 << 0       # nvgpu-as.h:50 NVGPU_AS_ALLOC_SPACE_FLAGS_FIXED_OFFSET
+MAP_FLAGS_FIXED_OFFSET, MAP_FLAGS_CACHEABLE = 1 << 0, 1 << 2   # nvgpu-as.h:105 / :106 NVGPU_AS_MAP_BUFFER_FLAGS_FIXED_OFFSET / _CACHEABLE
 MAP_FLAGS_KNOWN = (1 << 0) | (1 << 2) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 9) | (3 << 10) | (1 << 12)   # nvgpu-as.h NVGPU_AS_MAP_BUFFER_FLAGS_*
-NV_KIND_INVALID = -1                          # nvgpu-as.h NV_KIND_INVALID; "If neither compr_kind or incompr_kind is set, the map call will fail"
+NV_KIND_INVALID = -1                          # nvgpu-as.h:235 NV_KIND_INVALID; :232 "If neither ... is set, the map call will fail"
 # NVGPU drivers/gpu/nvgpu/os/linux/vm.c nvgpu_vm_map_buffer(): "For regular maps we do not accept either an input address or a
-# buffer_offset" (EINVAL) and "map_size && non-fixed-mapping!" (EINVAL). nvgpu-as.h: page_size "If left unset this IOCTL will return -EINVAL".
+# buffer_offset" (EINVAL) and "map_size && non-fixed-mapping!" (EINVAL). nvgpu-as.h:186 page_size "If left unset this IOCTL will return -EINVAL";
+# :196 "regular (non-fixed) mappings require this field [buffer_offset] to be set to 0".
 SUBCONTEXT_TYPE_ASYNC = 1                     # nvgpu.h NVGPU_TSG_SUBCONTEXT_TYPE_ASYNC
 WDT_DISABLE = 1                               # nvgpu.h NVGPU_IOCTL_CHANNEL_DISABLE_WDT
 SETUP_BIND_FLAGS_DETERMINISTIC, SETUP_BIND_FLAGS_USERMODE_SUPPORT = 1 << 1, 1 << 3   # nvgpu.h NVGPU_CHANNEL_SETUP_BIND_FLAGS_*
 SETUP_BIND_FLAGS_KNOWN = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4)        # nvgpu.h NVGPU_CHANNEL_SETUP_BIND_FLAGS_* (VPR .. REPLAYABLE)
-NVMAP_HEAP_IOVMM, NVMAP_HEAP_CARVEOUT_GENERIC = 1 << 30, 1 << 0   # nvmap.h NVMAP_HEAP_IOVMM / NVMAP_HEAP_CARVEOUT_GENERIC
+NVMAP_HEAP_IOVMM, NVMAP_HEAP_CARVEOUT_GENERIC = 1 << 30, 1 << 0   # NVMAP_HEAP_IOVMM / _CARVEOUT_GENERIC: not in either uapi nvmap.h
+                                                                   # read (kernel-side header); value from FACTS, source line unverified
 NVMAP_HEAP_SYSMEM = 1 << 31                   # nvmap.h NVMAP_HEAP_SYSMEM; on Orin it answers ENOMEM (FACTS "Memory")
 NVMAP_CACHE_MASK = 0x1f                       # nvmap.h NVMAP_HANDLE_UNCACHEABLE .. NVMAP_HANDLE_CACHEABLE are 0..3 in flags[4:0]
 PAGE = 0x1000
