@@ -210,6 +210,10 @@ def test_diffusion_checks_need_more_than_a_falling_loss():
   assert not gm.check_diffusion(one_class, 10.0, False, full)
   good = {"confident_fraction": 0.85, "class_fractions": [0.1] * 10}
   assert gm.check_diffusion(good, 10.0, False, full)
+  for bad in (collapsed, {**one_class, "class_fractions": [0.5, 0.5] + [0.0] * 8}):       # the default setting too
+    assert not gm.check_diffusion(bad, 10.0, False, default)
+  measured = {"confident_fraction": 0.62, "class_fractions": [.11, .09, .06, .18, .07, .03, .04, .10, .16, .16]}   # the default run's
+  assert gm.check_diffusion(measured, 12.8, False, default)
   assert not gm.check_diffusion(good, 1.5, False, default)                           # and the loss must fall
   ignores_class = {**good, "per_class_accuracy": [1.0] + [0.0] * 9}                  # --cond that ignores the class
   assert not gm.check_diffusion(ignores_class, 10.0, True, default) and not gm.check_diffusion(ignores_class, 10.0, True, full)
