@@ -49,10 +49,16 @@ class FakeOrinCompiler(Compiler):
     return fake_cubin(name, program_blob(uops), 8 * len(params))
 
 class FakeOrinRenderer(PythonRenderer):
-  """tinygrad's Python-emulator renderer, with the limits of the Orin's GPU and no tensor cores (the emulator has none
-  for sm_87 fp32, and fp16 needs Python 3.12 there)."""
+  """tinygrad's Python-emulator renderer, with the launch limits of the Orin's GPU and no tensor cores (the emulator has
+  none for sm_87 fp32, and fp16 needs Python 3.12 there).
+
+  No shared memory (shared_max = 0), so tinygrad picks no GROUP/GROUPTOP reductions here. That is an emulator cost, not
+  an Orin fact: in a shared-memory reduction every thread of the block runs the final loop, and the emulator runs each
+  thread's Python, so one 16-thread r_32_16_16 took 2-4 s per launch (151 ms -> 43 ms for that shape without shared
+  memory). The real Orin's renderer (CUDA/PTX, sm_87) keeps shared memory; the fake checks the driver path -- QMDs,
+  constant buffer, GPFIFO, semaphores, copies -- not the renderer's shared-memory choices."""
   compiler = FakeOrinCompiler()
-  global_max, local_max, shared_max = (2147483647, 65535, 65535), (1024, 1024, 64), 49152
+  global_max, local_max, shared_max = (2147483647, 65535, 65535), (1024, 1024, 64), 0
   def __init__(self, target):
     super().__init__(target)
     self.target, self.tensor_cores = replace(self.target, device="NV"), []
