@@ -16,6 +16,7 @@ os.environ.setdefault("DEV", "CPU")
 import common  # noqa: E402  (before tinygrad)
 from tinygrad import Tensor  # noqa: E402
 from tinygrad.helpers import Context  # noqa: E402
+from tinygrad.nn.state import get_state_dict  # noqa: E402
 import generative_models as gm  # noqa: E402
 from conftest import bad_input  # noqa: E402
 
@@ -391,7 +392,7 @@ def test_bad_data_is_refused_before_training(tmp_path, capsys):
 def test_checkpoints_from_elsewhere_are_refused(tmp_path, capsys):
   from common.files import save_checkpoint
   ae = gm.Autoencoder(1, 28, 32)
-  state = {f"ae.{k}": v for k, v in gm.get_state_dict(ae).items()}
+  state = {f"ae.{k}": v for k, v in get_state_dict(ae).items()}
   meta = dict(channels=1, size=28, latent=32, width=8, classes=10, cond=False, schedule="linear", T=1000)
   (tmp_path / "junk.safetensors").write_text("not a checkpoint")
   save_checkpoint(state, tmp_path / "audio.safetensors", meta, script="audio-ml/audio_classify.py", model="cnn")
