@@ -8,7 +8,7 @@ of a TinyJit'd matvec, synchronizing the device after each call.
   DEV=CUDA python3 -m backend.patches.bench_matvec                 # the H200 / Orin measurement: N = 4096 and 8192
   DEV=CPU python3 -m backend.patches.bench_matvec --sizes 256,512  # a quick check that it runs anywhere
 
-Reference before this project (H200, N=4096): tinygrad 0.162 ms, PyTorch 0.023 ms.
+For comparison: PyTorch (cuBLAS) takes 0.023 ms at N = 4096 on an H200 (the project's reference figures).
 """
 import argparse, json, os, subprocess, sys, time
 
