@@ -12,13 +12,14 @@ The layer computes x @ (q · s)ᵀ; the dequantize is lazy, so tinygrad fuses it
 no floating-point copy of W is ever written.
 """
 from __future__ import annotations
-import argparse, os
+import os
 from dataclasses import dataclass
 
 import common                      # first: turns NV=1 / CUDA=1 into DEV=... before tinygrad reads it
 import numpy as np
 from tinygrad import Tensor, TinyJit, Device, GlobalCounters, Context, UOp, dtypes, nn
 from common import UserError
+from common.cli import int_range  # noqa: F401  (the levers' integer flags: ec.int_range)
 from common.train import on_cpu, realize_init
 
 PROJECT = "edge-deploy"
@@ -184,15 +185,3 @@ def check_fits(nbytes: float, what: str, parser=None) -> None:
 def add_flag(group, *names: str, **kwargs) -> None:
   """argparse add_argument, skipped when another lever already added the flag (edge_optimize.py gathers them all)."""
   if names[0] not in group._option_string_actions: group.add_argument(*names, **kwargs)
-
-
-def bounded_int(lo: int, hi: int):
-  """An integer in [lo, hi] for argparse."""
-  def parse(text: str) -> int:
-    try: v = int(text)
-    except ValueError: raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
-    if not lo <= v <= hi: raise argparse.ArgumentTypeError(f"{v} must be between {lo} and {hi}")
-    return v
-  parse.__name__ = f"integer in [{lo}, {hi}]"
-  return parse
-

@@ -357,10 +357,10 @@ def add_flags(p) -> None:
   g = p.add_argument_group("LLM decode (llm.py)")
   ec.add_flag(g, "--llm-config", metavar="NAME|SIZES", default=None, help=f"preset ({', '.join(LLAMA_CONFIGS)}) or "
               "dim,layers,heads,kv_heads,hidden,vocab (default llama3.2-1b on a GPU, small on a CPU; --quick tiny)")
-  ec.add_flag(g, "--llm-tokens", type=ec.bounded_int(1, 100_000), default=32, help="tokens decoded per timed run")
+  ec.add_flag(g, "--llm-tokens", type=ec.int_range(1, 100_000), default=32, help="tokens decoded per timed run")
   ec.add_flag(g, "--matvec-fix", choices=("0", "1", "both"), default="both",
               help="decode with MATVEC_FIX=0, =1 or both (a setting this process lacks runs in a fresh one)")
-  ec.add_flag(g, "--copy-mib", type=ec.bounded_int(1, 1 << 20), default=None,
+  ec.add_flag(g, "--copy-mib", type=ec.int_range(1, 1 << 20), default=None,
               help="buffer for the copy-bandwidth measurement (default 1024 on a GPU, 256 on a CPU; --quick 64)")
 
 

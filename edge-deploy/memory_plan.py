@@ -211,7 +211,7 @@ def run(cfg: MemoryConfig, summary: dict) -> bool:
 
 def add_flags(p) -> None:
   g = p.add_argument_group("memory planner (memory_plan.py)")
-  ec.add_flag(g, "--width", type=ec.bounded_int(1, 1024), default=16, help="digit CNN channels in the first conv (the teacher)")
+  ec.add_flag(g, "--width", type=ec.int_range(1, 1024), default=16, help="digit CNN channels in the first conv (the teacher)")
 
 
 def config(p, args) -> MemoryConfig:

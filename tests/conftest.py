@@ -31,3 +31,16 @@ def bad_input(*args: str, fragments: tuple[str, ...] = (), env: dict | None = No
   r = run_py(*args, env=env, timeout=timeout)
   assert_one_line_error(r, *fragments)
   return [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("warning:")][0]
+
+
+def png_claiming(path, width, height):
+  """A valid 1x1 PNG whose IHDR then claims width x height (a decompression bomb's header)."""
+  import struct, zlib
+  from PIL import Image
+  Image.new("L", (1, 1)).save(path)
+  raw = bytearray(path.read_bytes())
+  ihdr = raw[12:29]                                     # b"IHDR" + 13 bytes of data
+  ihdr[4:12] = struct.pack(">II", width, height)
+  raw[12:29] = ihdr
+  raw[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+  path.write_bytes(bytes(raw))

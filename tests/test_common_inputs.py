@@ -2,14 +2,14 @@
 outputs checked before work, atomic writes (mode, SIGTERM, errno), the image and audio readers,
 finite number flags, presets that never override a typed flag, checkpoints that name their writer,
 out-of-memory as one line, and the shared folder loaders."""
-import errno, os, signal, subprocess, sys, struct, zlib
+import errno, os, signal, subprocess, sys, struct
 import numpy as np
 import pytest
 import common  # noqa: F401
 from common.cli import UserError, ArgumentParser, project_parser, run_main, finite_float, positive_float, float_range
 from common.files import atomic_write, writable_dir, writable_file, read_image, read_audio, save_checkpoint, load_checkpoint, save_json
 from common.datasets import scan_labelled, holdout_split, load_idx_pairs, IMAGE_SUFFIXES
-from conftest import ROOT, assert_one_line_error
+from conftest import ROOT, assert_one_line_error, png_claiming
 
 
 # ---- outputs: checked before the work ---------------------------------------------------------
@@ -119,18 +119,6 @@ def test_missing_device_is_one_line_before_the_work():
 
 
 # ---- images -----------------------------------------------------------------------------------
-
-def png_claiming(path, width, height):
-  """A valid 1x1 PNG whose IHDR then claims width x height (a decompression bomb's header)."""
-  from PIL import Image
-  Image.new("L", (1, 1)).save(path)
-  raw = bytearray(path.read_bytes())
-  ihdr = raw[12:29]                                     # b"IHDR" + 13 bytes of data
-  ihdr[4:12] = struct.pack(">II", width, height)
-  raw[12:29] = ihdr
-  raw[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
-  path.write_bytes(bytes(raw))
-
 
 def test_decompression_bomb_is_one_line_naming_the_size(tmp_path):
   png_claiming(tmp_path / "bomb.png", 60000, 60000)

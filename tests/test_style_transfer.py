@@ -10,13 +10,13 @@ that changes defaults only, impossible flag combinations, a success check that a
 copy-the-style result fails, and the documented commands (in-process with --quick, so the compiled
 step is shared between the end-to-end tests).
 """
-import collections, importlib.util, json, os, pickle, struct, sys, types, zipfile, zlib
+import collections, importlib.util, json, os, pickle, sys, types, zipfile
 from pathlib import Path
 
 os.environ.setdefault("DEV", "CPU")
 import numpy as np
 import pytest
-from conftest import ROOT, bad_input
+from conftest import ROOT, bad_input, png_claiming
 
 SCRIPT = ROOT / "style-transfer" / "style_transfer.py"
 sys.path.insert(0, str(ROOT))
@@ -324,17 +324,6 @@ def test_16_bit_greyscale_png_is_scaled_by_its_range(tmp_path):
   smaller = st.load_image(str(tmp_path / "deep.png"), 32, "content image", st.demo_content)   # resized in float, not through 8 bits
   assert smaller.shape == (24, 32, 3) and 0.1 < smaller.mean() < 0.6 and len(np.unique(smaller)) > 256
 
-
-def png_claiming(path, width, height):
-  """A valid 1x1 PNG whose IHDR then claims width x height (a decompression bomb's header)."""
-  from PIL import Image
-  Image.new("L", (1, 1)).save(path)
-  raw = bytearray(path.read_bytes())
-  ihdr = raw[12:29]                                     # b"IHDR" + 13 bytes of data
-  ihdr[4:12] = struct.pack(">II", width, height)
-  raw[12:29] = ihdr
-  raw[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
-  path.write_bytes(bytes(raw))
 
 # ---- running the script: in this process (shared kernels), or as a user does -------------------------
 
