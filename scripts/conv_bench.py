@@ -11,7 +11,7 @@ kernels of each tinygrad case (common.profile).
 import math, sys
 import common  # noqa: F401  (before tinygrad: device flags)
 from common.bench import Bench
-from common.cli import ArgumentParser, run_main
+from common.cli import ArgumentParser, UserError, check_writable, positive_float, run_main
 
 #            name                  batch  cin cout  hw  k stride upsample
 LAYERS = {"unet": [("unet conv_in 1->64 @28", 128, 1, 64, 28, 3, 1, False),
@@ -90,8 +90,11 @@ def main() -> int:
   p.add_argument("--json", default=None)
   p.add_argument("--only", default=None, help="comma-separated substrings: only layers whose name holds one")
   p.add_argument("--variants", default="conv2d,split1,split", help="which tinygrad variants: conv2d, split1, split")
-  p.add_argument("--beam-minutes", type=float, default=None, help="BEAM budget (with JITBEAM=N)")
+  p.add_argument("--beam-minutes", type=positive_float, default=None, help="BEAM budget (with JITBEAM=N)")
   args = p.parse_args()
+  if args.json:
+    try: check_writable(args.json, "--json")
+    except UserError as e: p.error(str(e))
   layers = [layer for group in args.layers.split(",") for layer in LAYERS[group] if not args.only or any(o in layer[0] for o in args.only.split(","))]
   from common import beam
   if beam.beam_level() > 0: beam.install("conv-bench", args.beam_minutes)
