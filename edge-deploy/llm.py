@@ -29,6 +29,7 @@ Run it
   NV=1 python3 edge-deploy/llm.py                        # LLaMA 3.2 1B shape on a Jetson, fix off and on (JITBEAM=2: searched)
   python3 edge-deploy/llm.py --quick                     # the tiny shape, seconds on a CPU
   python3 edge-deploy/llm.py --bench --json out/llm.json # decode and copy records, this process's MATVEC_FIX
+  python3 edge-deploy/llm.py --gguf model.gguf --prompt Hi --max-tokens 32   # a real quantized model: gguf_model.py
 --llm-config: llama3.2-1b (GPU default), llama3.2-3b, llama3.1-8b, qwen3-0.6b, qwen3-1.7b, small (CPU default),
 tiny (--quick), or dim,layers,heads,kv_heads,hidden,vocab. Success: int8 first-token logits differ from fp16 (the
 int8 weights are used) by at most 15 % of the largest logit. Measured figures (H200, CPU): README.md.
@@ -383,7 +384,10 @@ def config(p, args) -> DecodeConfig:
 def main() -> int:
   p = common.project_parser(ec.PROJECT, __doc__, save_help=None)
   add_flags(p)
+  import gguf_model                 # --gguf PATH: a real model from a GGUF file instead of random weights
+  gguf_model.add_flags(p)
   args = p.parse_args()
+  if gguf_model.chosen(p, args): return gguf_model.main(args)
   cfg = config(p, args)
   bench = Bench(ec.PROJECT)
   if args.bench:
