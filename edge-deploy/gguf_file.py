@@ -52,6 +52,71 @@ SUPPORTED_VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4                      # GGML_MAX_DIMS
 
+# ---- blocks: array of structs -> struct of arrays (the same bytes), and the reference dequantizer ----
+
+def _f16(field: np.ndarray) -> np.ndarray:
+  """(…, 2) bytes -> (…) float16."""
+  return np.ascontiguousarray(field).view(np.float16)[..., 0]
+
+
+def split_blocks(kind: str, raw: np.ndarray, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+  """A tensor's bytes as its block fields, rows = every axis but the last: F32/F16/BF16 {"w": (rows, K)};
+  Q8_0 {"d": (rows, K/32) f16, "q": (rows, K/32, 32) i8}; Q4_0 {"d", "qs": (rows, K/32, 16) u8};
+  Q4_K {"d", "dmin": (rows, K/256) f16, "scales": (rows, K/256, 12) u8, "qs": (rows, K/256, 128) u8};
+  Q6_K {"ql": (rows, K/256, 128) u8, "qh": (rows, K/256, 64) u8, "scales": (rows, K/256, 16) i8, "d": (rows, K/256) f16}."""
+  rows, K = math.prod(shape[:-1]), shape[-1]
+  if kind in ("F32", "F16", "BF16"): return {"w": raw.view({"F32": np.float32, "F16": np.float16, "BF16": np.uint16}[kind]).reshape(rows, K)}
+  per_block, block_bytes = BLOCKS[kind]
+  b = raw.reshape(rows, K // per_block, block_bytes)
+  if kind == "Q8_0": return {"d": _f16(b[..., 0:2]), "q": np.ascontiguousarray(b[..., 2:34]).view(np.int8)}
+  if kind == "Q4_0": return {"d": _f16(b[..., 0:2]), "qs": np.ascontiguousarray(b[..., 2:18])}
+  if kind == "Q4_K": return {"d": _f16(b[..., 0:2]), "dmin": _f16(b[..., 2:4]), "scales": np.ascontiguousarray(b[..., 4:16]),
+                             "qs": np.ascontiguousarray(b[..., 16:144])}
+  if kind == "Q6_K": return {"ql": np.ascontiguousarray(b[..., 0:128]), "qh": np.ascontiguousarray(b[..., 128:192]),
+                             "scales": np.ascontiguousarray(b[..., 192:208]).view(np.int8), "d": _f16(b[..., 208:210])}
+  raise UserError(f"block type {kind} is not decoded here (it does {', '.join(BLOCKS)})")
+
+
+def q4k_scales_mins(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The 12 packed bytes of each Q4_K block -> 8 six-bit scales and 8 six-bit mins, (…, 8) each."""
+  a, b, c = (scales[..., i:i + 4].astype(np.int32) for i in (0, 4, 8))
+  sc = np.concatenate([a & 63, (c & 15) | ((a >> 6) << 4)], axis=-1)
+  mn = np.concatenate([b & 63, (c >> 4) | ((b >> 6) << 4)], axis=-1)
+  return sc, mn
+
+
+def dequantize_parts(kind: str, p: dict[str, np.ndarray]) -> np.ndarray:
+  """Block fields (split_blocks) -> float32 (rows, K), the formulas of the module docstring."""
+  if kind == "F32" or kind == "F16": return p["w"].astype(np.float32)
+  if kind == "BF16": return (p["w"].astype(np.uint32) << 16).view(np.float32)
+  rows = p["d"].shape[0]
+  d = p["d"].astype(np.float32)[..., None]
+  if kind == "Q8_0": return (d * p["q"]).reshape(rows, -1)
+  if kind == "Q4_0":
+    q = np.concatenate([p["qs"] & 15, p["qs"] >> 4], axis=-1).astype(np.float32) - 8     # (rows, K/32, 32)
+    return (d * q).reshape(rows, -1)
+  if kind == "Q4_K":
+    sc, mn = q4k_scales_mins(p["scales"])                                                # (rows, K/256, 8)
+    qs = p["qs"].reshape(*p["qs"].shape[:-1], 4, 32)
+    q = np.stack([qs & 15, qs >> 4], axis=-2).reshape(*qs.shape[:-2], 8, 32)            # sub-block 2c, then 2c+1
+    w = d[..., None] * sc[..., None] * q - p["dmin"].astype(np.float32)[..., None, None] * mn[..., None]
+    return w.astype(np.float32).reshape(rows, -1)
+  if kind == "Q6_K":
+    ql, qh = p["ql"].astype(np.int32), p["qh"].astype(np.int32)
+    out = np.empty((*ql.shape[:-1], 256), dtype=np.float32)
+    for n in range(2):                                                                   # the two halves of 128 values
+      for g in range(4):
+        low = (ql[..., 64 * n + 32 * (g & 1):64 * n + 32 * (g & 1) + 32] >> (4 * (g >> 1))) & 15
+        high = (qh[..., 32 * n:32 * n + 32] >> (2 * g)) & 3
+        e = 128 * n + 32 * g + np.arange(32)
+        out[..., e] = (low | high << 4) - 32
+    scale = np.repeat(p["scales"].astype(np.float32), 16, axis=-1)                       # scale of value e: scales[e // 16]
+    return (d * scale * out).reshape(rows, -1)
+  raise UserError(f"block type {kind} is not decoded here (it does {', '.join(BLOCKS)})")
+
+
+# --- plumbing: the container, every read checked against the end of the file -----------------
+
 # scalar value types: (struct format, bytes)
 _SCALARS = {0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4), 6: ("<f", 4), 7: ("<?", 1),
             10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8)}
@@ -65,7 +130,7 @@ class TensorInfo:
   shape: tuple[int, ...]          # numpy order: ne reversed, the contiguous axis last
   type_id: int
   offset: int                     # absolute byte offset in the file
-  nbytes: int
+  nbytes: int | None              # None: a block type not decoded here (refused when the tensor is used)
 
   @property
   def type_name(self) -> str: return GGML_TYPE_NAMES.get(self.type_id, f"type {self.type_id}")
@@ -177,66 +242,3 @@ def tensor_nbytes(name: str, shape: tuple[int, ...], type_id: int) -> int | None
 def check_supported(info: TensorInfo, path) -> None:
   if info.type_name not in BLOCKS:
     raise UserError(f"{path}: tensor {info.name} is {info.type_name}, a block type this reader does not decode (it does {', '.join(BLOCKS)})")
-
-
-# ---- blocks: array of structs -> struct of arrays (the same bytes), and the reference dequantizer ----
-
-def _f16(field: np.ndarray) -> np.ndarray:
-  """(…, 2) bytes -> (…) float16."""
-  return np.ascontiguousarray(field).view(np.float16)[..., 0]
-
-
-def split_blocks(kind: str, raw: np.ndarray, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-  """A tensor's bytes as its block fields, rows = every axis but the last: F32/F16/BF16 {"w": (rows, K)};
-  Q8_0 {"d": (rows, K/32) f16, "q": (rows, K/32, 32) i8}; Q4_0 {"d", "qs": (rows, K/32, 16) u8};
-  Q4_K {"d", "dmin": (rows, K/256) f16, "scales": (rows, K/256, 12) u8, "qs": (rows, K/256, 128) u8};
-  Q6_K {"ql": (rows, K/256, 128) u8, "qh": (rows, K/256, 64) u8, "scales": (rows, K/256, 16) i8, "d": (rows, K/256) f16}."""
-  rows, K = math.prod(shape[:-1]), shape[-1]
-  if kind in ("F32", "F16", "BF16"): return {"w": raw.view({"F32": np.float32, "F16": np.float16, "BF16": np.uint16}[kind]).reshape(rows, K)}
-  per_block, block_bytes = BLOCKS[kind]
-  b = raw.reshape(rows, K // per_block, block_bytes)
-  if kind == "Q8_0": return {"d": _f16(b[..., 0:2]), "q": np.ascontiguousarray(b[..., 2:34]).view(np.int8)}
-  if kind == "Q4_0": return {"d": _f16(b[..., 0:2]), "qs": np.ascontiguousarray(b[..., 2:18])}
-  if kind == "Q4_K": return {"d": _f16(b[..., 0:2]), "dmin": _f16(b[..., 2:4]), "scales": np.ascontiguousarray(b[..., 4:16]),
-                             "qs": np.ascontiguousarray(b[..., 16:144])}
-  if kind == "Q6_K": return {"ql": np.ascontiguousarray(b[..., 0:128]), "qh": np.ascontiguousarray(b[..., 128:192]),
-                             "scales": np.ascontiguousarray(b[..., 192:208]).view(np.int8), "d": _f16(b[..., 208:210])}
-  raise UserError(f"block type {kind} is not decoded here (it does {', '.join(BLOCKS)})")
-
-
-def q4k_scales_mins(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """The 12 packed bytes of each Q4_K block -> 8 six-bit scales and 8 six-bit mins, (…, 8) each."""
-  a, b, c = (scales[..., i:i + 4].astype(np.int32) for i in (0, 4, 8))
-  sc = np.concatenate([a & 63, (c & 15) | ((a >> 6) << 4)], axis=-1)
-  mn = np.concatenate([b & 63, (c >> 4) | ((b >> 6) << 4)], axis=-1)
-  return sc, mn
-
-
-def dequantize_parts(kind: str, p: dict[str, np.ndarray]) -> np.ndarray:
-  """Block fields (split_blocks) -> float32 (rows, K), the formulas of the module docstring."""
-  if kind == "F32" or kind == "F16": return p["w"].astype(np.float32)
-  if kind == "BF16": return (p["w"].astype(np.uint32) << 16).view(np.float32)
-  rows = p["d"].shape[0]
-  d = p["d"].astype(np.float32)[..., None]
-  if kind == "Q8_0": return (d * p["q"]).reshape(rows, -1)
-  if kind == "Q4_0":
-    q = np.concatenate([p["qs"] & 15, p["qs"] >> 4], axis=-1).astype(np.float32) - 8     # (rows, K/32, 32)
-    return (d * q).reshape(rows, -1)
-  if kind == "Q4_K":
-    sc, mn = q4k_scales_mins(p["scales"])                                                # (rows, K/256, 8)
-    qs = p["qs"].reshape(*p["qs"].shape[:-1], 4, 32)
-    q = np.stack([qs & 15, qs >> 4], axis=-2).reshape(*qs.shape[:-2], 8, 32)            # sub-block 2c, then 2c+1
-    w = d[..., None] * sc[..., None] * q - p["dmin"].astype(np.float32)[..., None, None] * mn[..., None]
-    return w.astype(np.float32).reshape(rows, -1)
-  if kind == "Q6_K":
-    ql, qh = p["ql"].astype(np.int32), p["qh"].astype(np.int32)
-    out = np.empty((*ql.shape[:-1], 256), dtype=np.float32)
-    for n in range(2):                                                                   # the two halves of 128 values
-      for g in range(4):
-        low = (ql[..., 64 * n + 32 * (g & 1):64 * n + 32 * (g & 1) + 32] >> (4 * (g >> 1))) & 15
-        high = (qh[..., 32 * n:32 * n + 32] >> (2 * g)) & 3
-        e = 128 * n + 32 * g + np.arange(32)
-        out[..., e] = (low | high << 4) - 32
-    scale = np.repeat(p["scales"].astype(np.float32), 16, axis=-1)                       # scale of value e: scales[e // 16]
-    return (d * scale * out).reshape(rows, -1)
-  raise UserError(f"block type {kind} is not decoded here (it does {', '.join(BLOCKS)})")

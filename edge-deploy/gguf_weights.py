@@ -108,6 +108,8 @@ DEQUANTIZE = {"F32": lambda p: p["w"].float(), "F16": lambda p: p["w"].float(), 
               "Q8_0": _q8_0, "Q4_0": _q4_0, "Q4_K": _q4_k, "Q6_K": _q6_k}
 
 
+# --- plumbing: from the file to the device ---------------------------------------------------------
+
 def load_weight(f: gf.GGUFFile, name: str) -> GGMLWeight:
   """A matrix from the file onto the default device, in its block format (the bytes the file holds)."""
   info = f.info(name)
