@@ -360,7 +360,7 @@ def add_flags(p) -> None:
   g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template (a user turn)")
 
 
-GGUF_FLAGS, LEVER_FLAGS = ("prompt", "max_tokens", "temperature", "top_p", "chat"), ("bench", "llm_config", "llm_tokens", "matvec_fix")
+GGUF_FLAGS, LEVER_FLAGS = ("prompt", "max_tokens", "temperature", "top_p", "chat"), ("bench", "out", "llm_config", "llm_tokens", "matvec_fix")
 
 
 def chosen(p, args) -> bool:

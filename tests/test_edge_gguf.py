@@ -307,7 +307,7 @@ def test_prefill_and_decode_logits_match_a_float64_numpy_forward(arch, files, mo
   got = [model.prefill(PROMPT, all_logits=True).numpy()] + [model.step(t)[0].numpy() for t in decoded]
   got = np.concatenate(got)
   assert got.shape == (len(PROMPT) + len(decoded), VOCAB)
-  assert rel_err(got, ref) < 1e-3, (arch, rel_err(got, ref))
+  assert rel_err(got, ref) < 1e-4, (arch, rel_err(got, ref))        # fp32 on the device: about 1e-6 here
   if arch == "llama":             # the test can fail: rotating a GGUF llama's q/k in Hugging Face's halves is far off
     assert rel_err(got, reference_logits(files[arch], PROMPT + decoded, hf_pairs=False)) > 0.05
 
