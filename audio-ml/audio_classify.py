@@ -60,6 +60,7 @@ from common.datasets import AUDIO_SUFFIXES, holdout_split, scan_labelled
 from common.device import synchronize
 from common.files import check_state_matches, load_checkpoint, read_audio, save_checkpoint, save_json
 from common.train import predict_in_batches, realize_init, shuffled_batches
+from common.conv import Conv2d
 
 from logmel import MelConfig, LogMel, resample, fix_length
 
@@ -97,7 +98,7 @@ class AudioCNN:
   def __init__(self, n_classes: int, widths: list[int], n_mels: int):
     self.input_norm = nn.BatchNorm2d(1)        # log-mel levels are far from zero mean / unit variance
     chans = [1] + list(widths)
-    self.convs = [nn.Conv2d(a, b, 3, padding=1, bias=False) for a, b in zip(chans, chans[1:])]
+    self.convs = [Conv2d(a, b, 3, padding=1, bias=False) for a, b in zip(chans, chans[1:])]
     self.norms = [nn.BatchNorm2d(b) for b in widths]
     self.head = nn.Linear(2 * widths[-1] * (n_mels >> len(widths)), n_classes)
 

@@ -71,28 +71,38 @@ def upsample_nearest(x: Tensor, factor: int) -> Tensor:
   return x.reshape(b, c, h, 1, w, 1).expand(b, c, h, factor, w, factor).reshape(b, c, h * factor, w * factor)
 
 
-def prefers_im2col(cin: int, stride: tuple[int, int], upsample: int) -> bool:
+def prefers_im2col(cin: int, stride: tuple[int, int], upsample: int, device: str | None = None) -> bool:
   """Which form to use, from per-layer measurements of forward + both gradients without BEAM
-  (scripts/conv_bench.py, H200, fp32; docs/results.md has the table): the im2col form was 1.5-8.5x
-  faster wherever tinygrad's conv2d differentiates through a strided or upsampled view, or the input
-  has a handful of channels; tinygrad's own conv2d was up to 2.2x faster on plain stride-1 layers with
-  many channels. On the Orin this is expected to hold in direction, not in the factors (not measured)."""
-  return upsample > 1 or stride != (1, 1) or cin <= 4
+  (scripts/conv_bench.py; docs/results.md has the tables). On the H200 (fp32) the im2col form was
+  1.5-8.5x faster wherever tinygrad's conv2d differentiates through a strided or upsampled view, or the
+  input has a handful of channels; tinygrad's own conv2d was up to 2.2x faster on plain stride-1 layers
+  with many channels. On the 2-core CPU the strided and upsampled layers also went to im2col (1.2-2.5x),
+  but a 1-channel input did not (2x slower), so the few-channel rule is for GPUs only. On the Orin this
+  is expected to hold in direction, not in the factors (not measured)."""
+  from tinygrad import Device
+  on_gpu = (device or Device.DEFAULT).split(":")[0] not in ("CPU", "CLANG", "LLVM", "PYTHON")
+  return upsample > 1 or stride != (1, 1) or (on_gpu and cin <= 4)
+
+
+def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+         groups: int = 1, upsample: int = 1, dilation: int | tuple[int, int] = 1) -> Tensor:
+  """The convolution every project calls: x.conv2d(weight, bias, ...) of the nearest-`upsample`x-upsampled x,
+  computed in the form that trains faster (`prefers_im2col`), with the weight-gradient split for strided layers."""
+  if upsample > 1: x = upsample_nearest(x, upsample)
+  stride = _pair(stride)
+  if (isinstance(padding, (tuple, list)) and len(padding) != 2) or _pair(dilation) != (1, 1) \
+     or not prefers_im2col(x.shape[1], stride, upsample):
+    return x.conv2d(weight, bias, groups, stride, dilation, padding)          # tinygrad's own conv2d
+  (kh, kw), (ph, pw) = weight.shape[2:], _pair(padding)
+  ho, wo = (x.shape[2] + 2 * ph - kh) // stride[0] + 1, (x.shape[3] + 2 * pw - kw) // stride[1] + 1
+  # the split paid off for strided layers only (their weight gradient has the fewest outputs per product)
+  split = default_split(x.shape[0], math.prod(weight.shape), x.shape[0] * ho * wo) if stride != (1, 1) else 1
+  return conv2d(x, weight, bias, stride, (ph, pw), groups, split)
 
 
 class Conv2d(nn.Conv2d):
-  """nn.Conv2d (same parameters, init and state-dict keys), computed in the form that trains faster
-  (`prefers_im2col`). `conv(x, upsample=2)` is the convolution of the nearest-2x-upsampled x, the
-  decoder step of an autoencoder or U-Net, in one call so the form can be chosen for it."""
+  """nn.Conv2d (same parameters, init and state-dict keys), computed by `conv`. `layer(x, upsample=2)` is the
+  convolution of the nearest-2x-upsampled x, the decoder step of an autoencoder or U-Net, in one call so the
+  form can be chosen for it."""
   def __call__(self, x: Tensor, upsample: int = 1) -> Tensor:
-    if upsample > 1: x = upsample_nearest(x, upsample)
-    stride, padding = _pair(self.stride), self.padding
-    if (isinstance(padding, (tuple, list)) and len(padding) != 2) or _pair(self.dilation) != (1, 1) \
-       or not prefers_im2col(x.shape[1], stride, upsample):
-      return super().__call__(x)                  # tinygrad's own conv2d
-    kh, kw = self.weight.shape[2:]
-    ph, pw = _pair(padding)
-    ho, wo = (x.shape[2] + 2 * ph - kh) // stride[0] + 1, (x.shape[3] + 2 * pw - kw) // stride[1] + 1
-    # the split paid off for strided layers only (their weight gradient has the fewest outputs per product)
-    split = default_split(x.shape[0], math.prod(self.weight.shape), x.shape[0] * ho * wo) if stride != (1, 1) else 1
-    return conv2d(x, self.weight, self.bias, stride, (ph, pw), self.groups, split)
+    return conv(x, self.weight, self.bias, self.stride, self.padding, self.groups, upsample, self.dilation)

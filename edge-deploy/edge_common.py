@@ -20,6 +20,7 @@ import numpy as np
 from tinygrad import Tensor, TinyJit, Device, GlobalCounters, Context, UOp, dtypes, nn
 from common import UserError
 from common.cli import int_range  # noqa: F401  (the levers' integer flags: ec.int_range)
+from common.conv import Conv2d, conv   # the shared convolution (im2col where it trains faster)
 from common.train import on_cpu, realize_init
 
 PROJECT = "edge-deploy"
@@ -58,7 +59,7 @@ def linear(x: Tensor, w) -> Tensor: return x @ as_weight(w).T      # W (out, in)
 
 def cnn_init(width: int) -> dict[str, Tensor]:
   """Digit CNN weights (PyTorch's default init), lazy until realized."""
-  layers = {"conv1": nn.Conv2d(1, width, 3), "conv2": nn.Conv2d(width, 2 * width, 3), "fc": nn.Linear(2 * width * 25, 10)}
+  layers = {"conv1": Conv2d(1, width, 3), "conv2": Conv2d(width, 2 * width, 3), "fc": nn.Linear(2 * width * 25, 10)}
   return {f"{name}.{p}": getattr(layer, p) for name, layer in layers.items() for p in ("weight", "bias")}
 
 
@@ -67,8 +68,8 @@ def cnn_param_count(width: int) -> int: return (9 * width + width) + (9 * width 
 
 def cnn_forward(w: dict, x: Tensor) -> Tensor:
   """x (B, 1, 28, 28) -> logits (B, 10), in whatever dtype x and the weights have."""
-  x = x.conv2d(as_weight(w["conv1.weight"]), w["conv1.bias"]).relu().max_pool2d(2)   # (B, w, 13, 13)
-  x = x.conv2d(as_weight(w["conv2.weight"]), w["conv2.bias"]).relu().max_pool2d(2)   # (B, 2w, 5, 5)
+  x = conv(x, as_weight(w["conv1.weight"]), w["conv1.bias"]).relu().max_pool2d(2)   # (B, w, 13, 13)
+  x = conv(x, as_weight(w["conv2.weight"]), w["conv2.bias"]).relu().max_pool2d(2)   # (B, 2w, 5, 5)
   return x.flatten(1).linear(as_weight(w["fc.weight"]).T, w["fc.bias"])              # (B, 10)
 
 

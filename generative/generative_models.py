@@ -98,6 +98,7 @@ from tinygrad.helpers import Context, GlobalCounters
 from tinygrad.nn.state import get_parameters
 
 from common import UserError, check, log, progress, run_main
+from common.conv import Conv2d
 from common.train import predict_in_batches, realize_init, shuffled_batches
 
 PROJECT, SCRIPT = "generative", "generative/generative_models.py"
@@ -212,19 +213,13 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
 
 # ==== 3. the models ================================================================================
 
-def upsample2x(x: Tensor) -> Tensor:
-  """Nearest-neighbour x2 as a reshape + expand: no gather, fuses into the next conv."""
-  b, c, h, w = x.shape
-  return x.reshape(b, c, h, 1, w, 1).expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
-
-
 class Autoencoder:
   def __init__(self, channels: int, size: int, latent: int):
     self.side = size // 4                                  # two stride-2 convs: S -> S/2 -> S/4
-    self.enc1, self.enc2 = nn.Conv2d(channels, 32, 3, stride=2, padding=1), nn.Conv2d(32, 64, 3, stride=2, padding=1)
+    self.enc1, self.enc2 = Conv2d(channels, 32, 3, stride=2, padding=1), Conv2d(32, 64, 3, stride=2, padding=1)
     self.to_latent = nn.Linear(64 * self.side ** 2, latent)
     self.from_latent = nn.Linear(latent, 64 * self.side ** 2)
-    self.dec1, self.dec2 = nn.Conv2d(64, 32, 3, padding=1), nn.Conv2d(32, channels, 3, padding=1)
+    self.dec1, self.dec2 = Conv2d(64, 32, 3, padding=1), Conv2d(32, channels, 3, padding=1)
 
   def encode(self, x: Tensor) -> Tensor:                   # (B, C, S, S) -> (B, L)
     h = self.enc2(self.enc1(x).silu()).silu()
@@ -232,8 +227,8 @@ class Autoencoder:
 
   def decode(self, z: Tensor) -> Tensor:                   # (B, L) -> (B, C, S, S) in (0, 1)
     h = self.from_latent(z).silu().reshape(z.shape[0], 64, self.side, self.side)
-    h = self.dec1(upsample2x(h)).silu()
-    return self.dec2(upsample2x(h)).sigmoid()
+    h = self.dec1(h, upsample=2).silu()
+    return self.dec2(h, upsample=2).sigmoid()
 
   def __call__(self, x: Tensor) -> Tensor: return self.decode(self.encode(x))
 
@@ -251,10 +246,10 @@ def group_norm(channels: int) -> nn.GroupNorm: return nn.GroupNorm(min(8, channe
 class ResBlock:
   """h = conv(SiLU(GN(x))) + W·temb;  out = skip(x) + conv(SiLU(GN(h)))."""
   def __init__(self, cin: int, cout: int, temb_dim: int):
-    self.norm1, self.conv1 = group_norm(cin), nn.Conv2d(cin, cout, 3, padding=1)
+    self.norm1, self.conv1 = group_norm(cin), Conv2d(cin, cout, 3, padding=1)
     self.temb = nn.Linear(temb_dim, cout)
-    self.norm2, self.conv2 = group_norm(cout), nn.Conv2d(cout, cout, 3, padding=1)
-    self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else None
+    self.norm2, self.conv2 = group_norm(cout), Conv2d(cout, cout, 3, padding=1)
+    self.skip = Conv2d(cin, cout, 1) if cin != cout else None
 
   def __call__(self, x: Tensor, temb: Tensor) -> Tensor:
     h = self.conv1(self.norm1(x).silu()) + self.temb(temb).reshape(x.shape[0], -1, 1, 1)
@@ -265,7 +260,7 @@ class ResBlock:
 class SelfAttention:
   """One head over the H·W positions: softmax(Q Kᵀ / sqrt(C)) V, then a 1x1 projection, residual."""
   def __init__(self, channels: int):
-    self.norm, self.qkv, self.proj = group_norm(channels), nn.Conv2d(channels, 3 * channels, 1), nn.Conv2d(channels, channels, 1)
+    self.norm, self.qkv, self.proj = group_norm(channels), Conv2d(channels, 3 * channels, 1), Conv2d(channels, channels, 1)
 
   def __call__(self, x: Tensor) -> Tensor:
     b, c, h, w = x.shape
@@ -282,15 +277,15 @@ class UNet:
     self.temb1, self.temb2 = nn.Linear(width, td), nn.Linear(td, td)
     # class n_classes is the "no label" token of classifier-free guidance
     self.label_emb = nn.Embedding(n_classes + 1, td) if n_classes else None
-    self.conv_in = nn.Conv2d(channels, c1, 3, padding=1)
-    self.down0, self.pool0 = ResBlock(c1, c1, td), nn.Conv2d(c1, c1, 3, stride=2, padding=1)
-    self.down1, self.pool1 = ResBlock(c1, c2, td), nn.Conv2d(c2, c2, 3, stride=2, padding=1)
+    self.conv_in = Conv2d(channels, c1, 3, padding=1)
+    self.down0, self.pool0 = ResBlock(c1, c1, td), Conv2d(c1, c1, 3, stride=2, padding=1)
+    self.down1, self.pool1 = ResBlock(c1, c2, td), Conv2d(c2, c2, 3, stride=2, padding=1)
     self.down2, self.attn_down = ResBlock(c2, c2, td), SelfAttention(c2)
     self.mid1, self.attn_mid, self.mid2 = ResBlock(c2, c2, td), SelfAttention(c2), ResBlock(c2, c2, td)
     self.up2, self.attn_up = ResBlock(c2 + c2, c2, td), SelfAttention(c2)
-    self.upconv1, self.up1 = nn.Conv2d(c2, c2, 3, padding=1), ResBlock(c2 + c2, c1, td)
-    self.upconv0, self.up0 = nn.Conv2d(c1, c1, 3, padding=1), ResBlock(c1 + c1, c1, td)
-    self.norm_out, self.conv_out = group_norm(c1), nn.Conv2d(c1, channels, 3, padding=1)
+    self.upconv1, self.up1 = Conv2d(c2, c2, 3, padding=1), ResBlock(c2 + c2, c1, td)
+    self.upconv0, self.up0 = Conv2d(c1, c1, 3, padding=1), ResBlock(c1 + c1, c1, td)
+    self.norm_out, self.conv_out = group_norm(c1), Conv2d(c1, channels, 3, padding=1)
     # start as "predict ε = 0": the first steps do not fight random outputs
     self.conv_out.weight, self.conv_out.bias = Tensor.zeros(*self.conv_out.weight.shape), Tensor.zeros(channels)
 
@@ -303,15 +298,15 @@ class UNet:
     h2 = self.attn_down(self.down2(self.pool1(h1), temb))                        # (B, 2C, S/4, S/4)
     h = self.mid2(self.attn_mid(self.mid1(h2, temb)), temb)
     h = self.attn_up(self.up2(h.cat(h2, dim=1), temb))
-    h = self.up1(self.upconv1(upsample2x(h)).cat(h1, dim=1), temb)              # (B, C, S/2, S/2)
-    h = self.up0(self.upconv0(upsample2x(h)).cat(h0, dim=1), temb)              # (B, C, S, S)
+    h = self.up1(self.upconv1(h, upsample=2).cat(h1, dim=1), temb)              # (B, C, S/2, S/2)
+    h = self.up0(self.upconv0(h, upsample=2).cat(h0, dim=1), temb)              # (B, C, S, S)
     return self.conv_out(self.norm_out(h).silu())                                # ε̂ (B, channels, S, S)
 
 
 class Classifier:
   """The judge: conv3x3 32 -> max-pool -> conv3x3 64 -> max-pool -> linear 128 (the features) -> linear K."""
   def __init__(self, channels: int, size: int, n_classes: int):
-    self.conv1, self.conv2 = nn.Conv2d(channels, 32, 3, padding=1), nn.Conv2d(32, 64, 3, padding=1)
+    self.conv1, self.conv2 = Conv2d(channels, 32, 3, padding=1), Conv2d(32, 64, 3, padding=1)
     self.fc = nn.Linear(64 * (size // 4) ** 2, 128)
     self.head = nn.Linear(128, n_classes)
 

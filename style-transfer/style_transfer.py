@@ -80,7 +80,7 @@ from tinygrad.nn.optim import Adam, Optimizer
 
 from common import UserError, files, plots
 from common.bench import Bench, Timing
-from common.conv import conv2d
+from common.conv import conv, conv2d
 from common.cli import choice_list, existing_file, int_list, int_range, nonnegative_float, positive_float, positive_int
 
 PROJECT = "style-transfer"
@@ -238,7 +238,7 @@ class RandomFeatures:
     x, out = imagenet_normalize(x).cast(dtype), {}
     for k, (name, w, b) in enumerate(zip(self.style_layers, self.weights, self.biases)):
       if k: x = blur_downsample(x)                 # next level of the image pyramid: (H/2^k, W/2^k)
-      out[name] = x.conv2d(w.cast(dtype), b.cast(dtype), padding=self.kernel // 2).relu()
+      out[name] = conv(x, w.cast(dtype), b.cast(dtype), padding=self.kernel // 2).relu()
     return out
 
 

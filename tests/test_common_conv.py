@@ -94,8 +94,8 @@ def test_module_is_a_drop_in_for_nn_conv2d():
 def test_module_upsample_and_form_choice():
   from tinygrad import nn
   from common.conv import prefers_im2col, upsample_nearest
-  assert prefers_im2col(64, (2, 2), 1) and prefers_im2col(64, (1, 1), 2) and prefers_im2col(3, (1, 1), 1)
-  assert not prefers_im2col(64, (1, 1), 1)
+  assert prefers_im2col(64, (2, 2), 1) and prefers_im2col(64, (1, 1), 2) and prefers_im2col(3, (1, 1), 1, device="CUDA")
+  assert not prefers_im2col(64, (1, 1), 1) and not prefers_im2col(3, (1, 1), 1, device="CPU")
   Tensor.manual_seed(5)
   ours = Conv2d(6, 4, 3, padding=1)
   Tensor.manual_seed(5)
@@ -111,3 +111,31 @@ def test_default_split_divides_the_batch_and_keeps_pieces_long():
   s = default_split(128, 32 * 3 * 9, 128 * 16 * 16)                   # 864 outputs over 32,768 numbers
   assert s > 1 and 128 % s == 0 and 128 * 16 * 16 // s >= 256
   assert default_split(7, 10, 10 ** 6) in (1, 7)
+
+
+def test_functional_conv_matches_tinygrad_conv2d_in_both_forms():
+  from common.conv import conv
+  rng = np.random.default_rng(11)
+  x, w, b = (Tensor(rng.standard_normal(s).astype(np.float32)) for s in ((4, 3, 9, 9), (5, 3, 3, 3), (5,)))
+  for stride in (1, 2):                                          # stride 2: the im2col form; stride 1 on the CPU, 16 channels: tinygrad's
+    np.testing.assert_allclose(conv(x, w, b, stride, 1).numpy(), x.conv2d(w, b, stride=stride, padding=1).numpy(), rtol=1e-5, atol=1e-5)
+  x16, w16 = Tensor(rng.standard_normal((2, 16, 6, 6)).astype(np.float32)), Tensor(rng.standard_normal((4, 16, 3, 3)).astype(np.float32))
+  np.testing.assert_allclose(conv(x16, w16, padding=1).numpy(), x16.conv2d(w16, padding=1).numpy(), rtol=1e-5, atol=1e-5)
+
+
+# The convolutions that stay tinygrad's conv2d on purpose, and why:
+NOT_TRAINED = {"style-transfer/style_transfer.py": "the fixed blur of the image pyramid, and --conv direct (tinygrad's conv2d, to compare)",
+               "audio-ml/logmel.py": "the fixed DFT filters of the log-mel framing",
+               "edge-deploy/fusion_beam.py": "the fusion lesson shows what tinygrad makes of its own conv2d"}
+
+
+def test_every_project_trains_its_convolutions_with_the_shared_mechanism():
+  """No project builds its own nn.Conv2d layers; .conv2d( appears only where NOT_TRAINED says why."""
+  from pathlib import Path
+  root = Path(__file__).resolve().parents[1]
+  for path in sorted(root.glob("*/*.py")):
+    rel = path.relative_to(root).as_posix()
+    if rel.startswith(("common/", "tests/", "scripts/", "backend/", ".")) or path.name == "torch_reference.py": continue
+    text = path.read_text()
+    assert "nn.Conv2d(" not in text, f"{rel}: use common.conv.Conv2d"
+    if ".conv2d(" in text: assert rel in NOT_TRAINED, f"{rel}: call common.conv.conv (or say in NOT_TRAINED why not)"
