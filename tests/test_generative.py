@@ -479,6 +479,10 @@ def test_autoencoder_output_starts_at_the_mean_intensity():
 
 
 def test_torch_reference_has_no_save_flag_it_would_ignore(capsys):
-  import torch_reference
+  import importlib.util
+  # by path: audio-ml has a torch_reference.py too, and whichever folder is first on sys.path would win
+  spec = importlib.util.spec_from_file_location("generative_torch_reference", ROOT / "generative" / "torch_reference.py")
+  torch_reference = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(torch_reference)
   with pytest.raises(SystemExit) as e: torch_reference.main(["--save", "x.safetensors"])
   assert e.value.code == 2 and "unrecognized arguments: --save" in capsys.readouterr().err
