@@ -361,6 +361,8 @@ class Tokenizer:
     return user
 
 
+# --- plumbing: which chat template a GGUF carries, and text that streams out whole -------------
+
 def detect_chat_template(template: str | None) -> tuple[str, str, str | None]:
   """-> (name, one-line note, default system message). Recognised by the tokens the template writes."""
   if not template: return "none", "GGUF has no tokenizer.chat_template", None

@@ -11,7 +11,7 @@ kernels of each tinygrad case (common.profile).
 import math, sys
 import common  # noqa: F401  (before tinygrad: device flags)
 from common.bench import Bench
-from common.cli import ArgumentParser, UserError, check_writable, positive_float, run_main
+from common.cli import ArgumentParser, UserError, check_writable, int_list, positive_float, positive_int, run_main
 
 #            name                  batch  cin cout  hw  k stride upsample
 LAYERS = {"unet": [("unet conv_in 1->64 @28", 128, 1, 64, 28, 3, 1, False),
@@ -35,7 +35,7 @@ def flops(b, cin, cout, hw, k, stride, up) -> float:
   return 3 * 2 * b * cin * cout * k * k * out * out        # forward, input gradient, weight gradient
 
 
-def tinygrad_cases(bench, layers, dtype_name, profile, which):
+def tinygrad_cases(bench, layers, dtype_name, profile, which, splits=None):
   from tinygrad import Tensor, TinyJit, dtypes
   from common.conv import conv2d, default_split
   dt = dtypes.half if dtype_name == "fp16" else dtypes.float
@@ -47,8 +47,8 @@ def tinygrad_cases(bench, layers, dtype_name, profile, which):
     g = Tensor.randn(b, cout, out, out, dtype=dt).realize()
     split = default_split(b, cout * cin * k * k, b * out * out)
     variants = {"tinygrad conv2d": lambda x, w: x.conv2d(w, stride=s, padding=k // 2)} if "conv2d" in which else {}
-    for sp in sorted({1, split}):
-      if ("split1" if sp == 1 else "split") in which:
+    for sp in sorted({1, split} if splits is None else {v for v in splits if b % v == 0}):
+      if splits is not None or ("split1" if sp == 1 else "split") in which:
         variants[f"common.conv split={sp}"] = lambda x, w, sp=sp: conv2d(x, w, stride=s, padding=k // 2, split=sp)
     for label, fn in variants.items():
       def step(x, w, g, fn=fn):
@@ -91,17 +91,20 @@ def main() -> int:
   p.add_argument("--only", default=None, help="comma-separated substrings: only layers whose name holds one")
   p.add_argument("--variants", default="conv2d,split1,split", help="which tinygrad variants: conv2d, split1, split")
   p.add_argument("--beam-minutes", type=positive_float, default=None, help="BEAM budget (with JITBEAM=N)")
+  p.add_argument("--splits", type=int_list, default=None, help="time common.conv with these splits (divisors of the batch) instead")
+  p.add_argument("--batch", type=positive_int, default=None, help="every layer at this batch (default: the project's)")
   args = p.parse_args()
   if args.json:
     try: check_writable(args.json, "--json")
     except UserError as e: p.error(str(e))
   layers = [layer for group in args.layers.split(",") for layer in LAYERS[group] if not args.only or any(o in layer[0] for o in args.only.split(","))]
+  if args.batch: layers = [(name, args.batch, *rest) for name, _, *rest in layers]
   from common import beam
   if beam.beam_level() > 0: beam.install("conv-bench", args.beam_minutes)
 
   def run() -> int:
     bench = Bench("conv")
-    tinygrad_cases(bench, layers, args.dtype, args.profile, args.variants.split(","))
+    tinygrad_cases(bench, layers, args.dtype, args.profile, args.variants.split(","), args.splits)
     bench.print(f"conv layers, {args.dtype}")
     if args.torch:
       bench_torch = Bench("conv", device="torch:cuda", renderer="cudnn")
