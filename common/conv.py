@@ -71,17 +71,15 @@ def upsample_nearest(x: Tensor, factor: int) -> Tensor:
   return x.reshape(b, c, h, 1, w, 1).expand(b, c, h, factor, w, factor).reshape(b, c, h * factor, w * factor)
 
 
-def prefers_im2col(cin: int, stride: tuple[int, int], upsample: int, device: str | None = None) -> bool:
-  """Which form to use, from per-layer measurements of forward + both gradients without BEAM
-  (scripts/conv_bench.py; docs/results.md has the tables). On the H200 (fp32) the im2col form was
-  1.5-8.5x faster wherever tinygrad's conv2d differentiates through a strided or upsampled view, or the
-  input has a handful of channels; tinygrad's own conv2d was up to 2.2x faster on plain stride-1 layers
-  with many channels. On the 2-core CPU the strided and upsampled layers also went to im2col (1.2-2.5x),
-  but a 1-channel input did not (2x slower), so the few-channel rule is for GPUs only. On the Orin this
-  is expected to hold in direction, not in the factors (not measured)."""
-  from tinygrad import Device
-  on_gpu = (device or Device.DEFAULT).split(":")[0] not in ("CPU", "CLANG", "LLVM", "PYTHON")
-  return upsample > 1 or stride != (1, 1) or (on_gpu and cin <= 4)
+def prefers_im2col(stride: tuple[int, int], upsample: int) -> bool:
+  """Which form to use, from measurements of forward + both gradients without BEAM (scripts/conv_bench.py per
+  layer, scripts/step_bench.py per training step; docs/results.md has the tables). The im2col form was 1.5-8.5x
+  faster on the H200 (fp32), and 1.2-2.5x on the 2-core CPU, wherever tinygrad's conv2d differentiates through a
+  strided or upsampled view; tinygrad's own conv2d was up to 2.2x faster on plain stride-1 layers. A 1-channel
+  input is no exception: its layer alone was faster as im2col on the H200, but the audio CNN's step with it was
+  1.47x slower (13.4 vs 9.1 ms), and on the CPU the layer was 2x slower. On the Orin this is expected to hold in
+  direction, not in the factors (not measured)."""
+  return upsample > 1 or stride != (1, 1)
 
 
 def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
@@ -91,7 +89,7 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int | tu
   if upsample > 1: x = upsample_nearest(x, upsample)
   stride = _pair(stride)
   if (isinstance(padding, (tuple, list)) and len(padding) != 2) or _pair(dilation) != (1, 1) \
-     or not prefers_im2col(x.shape[1], stride, upsample):
+     or not prefers_im2col(stride, upsample):
     return x.conv2d(weight, bias, groups, stride, dilation, padding)          # tinygrad's own conv2d
   (kh, kw), (ph, pw) = weight.shape[2:], _pair(padding)
   ho, wo = (x.shape[2] + 2 * ph - kh) // stride[0] + 1, (x.shape[3] + 2 * pw - kw) // stride[1] + 1
