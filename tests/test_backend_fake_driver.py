@@ -79,18 +79,27 @@ def test_ioctl_on_the_wrong_fd_kind():
   b = Bringup()
   refused(errno.ENOTTY, b.fk.ioctl, b.nvmap, U.NVGPU_GPU_IOCTL_ALLOC_AS, U.nvgpu_alloc_as_args(va_range_start=2 << 20, va_range_end=1 << 39))
 
-@pytest.mark.parametrize("start,end", [(0, 1 << 39), (2 << 20, 0), (0x1000, 1 << 39), (2 << 20, (1 << 39) + 0x1000), (2 << 20, 1 << 41)])
-def test_as_bounds_nonzero_2mib_aligned_within_40_bits(start, end):
+@pytest.mark.parametrize("start,end", [(0, 1 << 39), (2 << 20, 0), (0x1000, 1 << 39), (2 << 20, (1 << 39) + 0x1000), (4 << 20, 2 << 20)])
+def test_as_bounds_nonzero_2mib_aligned_and_ordered(start, end):
   refused(errno.EINVAL, Bringup().alloc_as, start, end)
+
+# as.c:133-140: a VM nvgpu_vm_init() cannot make is ENOMEM -- past the 49-bit aperture less the kernel's 4 GiB (the kernel's
+# rule), or past 2^40 (the fake's VA, kept as STRICTER_THAN_KERNEL)
+@pytest.mark.parametrize("end", [1 << 49, 1 << 41])
+def test_as_end_past_the_va_is_enomem(end):
+  refused(errno.ENOMEM, Bringup().alloc_as, 2 << 20, end)
 
 def test_alloc_space_must_not_overlap_or_leave_the_as():
   b = Bringup().alloc_as()
   def space(off, pages):
     b.fk.ioctl(b.as_fd, U.NVGPU_AS_IOCTL_ALLOC_SPACE, U.nvgpu_as_alloc_space_args(pages=pages, page_size=0x1000, flags=1, offset=off))
   space(0xFE00000000, 1 << 18)
-  refused(errno.EINVAL, space, 0xFE00100000, 16)            # inside the first reservation
-  refused(errno.EINVAL, space, 1 << 40, 16)                 # beyond 40 bits
-  refused(errno.EINVAL, space, 0xFD00000800, 16)            # misaligned
+  # vm_area.c:141-154: a FIXED_OFFSET range the VM allocator cannot give is ENOMEM (:104-130 keep EINVAL for the page size)
+  refused(errno.ENOMEM, space, 0xFE00100000, 16)            # inside the first reservation
+  refused(errno.ENOMEM, space, 1 << 40, 16)                 # beyond 40 bits
+  refused(errno.ENOMEM, space, 0xFD00000800, 16)            # misaligned
+  refused(errno.EINVAL, b.fk.ioctl, b.as_fd, U.NVGPU_AS_IOCTL_ALLOC_SPACE,
+          U.nvgpu_as_alloc_space_args(pages=16, page_size=0x2000, flags=1, offset=0xFD00000000))   # not one of the VM's page sizes
 
 def test_top_down_mapping_skips_reservations():
   b = Bringup().alloc_as()
@@ -111,13 +120,16 @@ def test_setup_bind_requires_watchdog_disabled():
   b = Bringup().alloc_as().tsg().bind_as().bind_tsg()
   refused(errno.EINVAL, b.setup_bind)
 
-@pytest.mark.parametrize("kw", [{"flags": 0x100}, {"userd_dmabuf_offset": 0x100}, {"gpfifo_dmabuf_offset": 0x1000}])
-def test_setup_bind_unknown_flags_and_nonzero_offsets(kw):
+@pytest.mark.parametrize("kw", [{"userd_dmabuf_offset": 0x100}, {"gpfifo_dmabuf_offset": 0x1000}])
+def test_setup_bind_nonzero_offsets(kw):
   refused(errno.EINVAL, good().setup_bind, **kw)
 
-def test_setup_bind_deterministic_only_needs_the_watchdog_off_and_only_usermode_gets_a_token():
+def test_setup_bind_drops_unknown_flags():   # ioctl_channel.c:616-633 translates bits 0-3 only; the rest are ignored
+  assert good().setup_bind(flags=0xA | 0x100).work_submit_token != 0
+
+def test_setup_bind_usermode_needs_deterministic_and_only_usermode_gets_a_token():
   b = Bringup().alloc_as().tsg().bind_as().bind_tsg()   # watchdog still on
-  assert b.setup_bind(flags=0x8).work_submit_token != 0    # usermode without DETERMINISTIC: accepted (the kernel's rule)
+  refused(errno.EINVAL, b.setup_bind, flags=0x8)           # channel.c:1461-1473: usermode without DETERMINISTIC (non-FuSa build)
   assert good().setup_bind(flags=0x2).work_submit_token == 0
 
 @pytest.mark.parametrize("entries", [1000, 3, 1])
@@ -132,11 +144,12 @@ def test_setup_bind_hard_refuses_a_ring_that_froze_an_orin():
   assert "froze" in str(e)
   assert 0x10000 * 8 > MAX_RING_BYTES
 
-def test_alloc_obj_ctx_needs_setup_bind_and_a_ga10b_class():
-  b = good()
+def test_alloc_obj_ctx_needs_an_as_and_a_ga10b_class():   # gr_setup.c:127-131, :134-137; SETUP_BIND is not needed first
+  b = Bringup().alloc_as().tsg()
   refused(errno.EINVAL, b.fk.ioctl, b.ch, U.NVGPU_IOCTL_CHANNEL_ALLOC_OBJ_CTX, U.nvgpu_alloc_obj_ctx_args(class_num=0xC7C0))
-  b.setup_bind()
+  b.bind_as().bind_tsg()
   refused(errno.EINVAL, b.fk.ioctl, b.ch, U.NVGPU_IOCTL_CHANNEL_ALLOC_OBJ_CTX, U.nvgpu_alloc_obj_ctx_args(class_num=0xC9C0))  # Ada compute
+  b.fk.ioctl(b.ch, U.NVGPU_IOCTL_CHANNEL_ALLOC_OBJ_CTX, U.nvgpu_alloc_obj_ctx_args(class_num=0xC7C0))
 
 def test_open_channel_primary_runlist_only():
   b = Bringup()
@@ -151,7 +164,7 @@ def test_one_doorbell_mapping_per_ctrl_fd():
 
 def test_mmap_the_dmabuf_not_the_nvmap_fd():
   b = Bringup()
-  refused(errno.ENODEV, b.fk.mmap, b.nvmap, 0x1000, 0)
+  refused(errno.EPERM, b.fk.mmap, b.nvmap, 0x1000, 0)   # nvmap_dev.c:336-343: the /dev/nvmap fd itself cannot be mapped
 
 def test_free_while_mapped_keeps_the_pages_until_the_last_reference():
   b = Bringup().alloc_as()

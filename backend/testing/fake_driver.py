@@ -8,8 +8,10 @@ against itself.
 - nvmap handles are real memory (a memfd each); GET_FD hands out a dma-buf-like fd the caller can mmap.
 - a 40-bit GPU address space: top-down placement around ALLOC_SPACE reservations, GPU VA -> memory translation.
 - TSG, subcontexts and channels with the kernel's ordering rules (AS bind before TSG bind, no live watchdog on a
-  deterministic channel, zero dma-buf offsets, power-of-two entries, one doorbell mapping per ctrl fd). Each refusal
-  raises OSError with the kernel's errno.
+  deterministic channel, usermode submit only with DETERMINISTIC, zero dma-buf offsets, power-of-two entries, one
+  doorbell mapping per ctrl fd) and its VEID numbering (the SYNC subcontext is VEID 0, ASYNC ones are 1..63). Each
+  refusal raises OSError with the kernel's errno and names its source in kernel_facts; the few rules the kernel does not
+  have are listed, with the reason, in K.STRICTER_THAN_KERNEL.
 - a GPU that walks GPFIFO entries and pushbuffers: host semaphore acquire/release, copy-engine copies and semaphores,
   and compute launches. A launch reads its QMD (grid, block, shared memory, constant buffer 0, program address), takes
   the program tinygrad compiled from GPU memory at the program address, and runs its UOps with tinygrad's Python
@@ -37,7 +39,7 @@ from backend.testing import kernel_facts as K
 
 CTRL_PATH, NVMAP_PATH = "/dev/nvgpu/igpu0/ctrl", "/dev/nvmap"
 PAGE = K.PAGE
-MAX_RING_BYTES = 64 << 10   # stricter than the kernel: a 3 MiB ring froze a real Orin (K.STRICTER_THAN_KERNEL)
+MAX_RING_BYTES = K.MAX_RING_BYTES   # stricter than the kernel: a 3 MiB ring froze a real Orin (K.STRICTER_THAN_KERNEL)
 PROGRAM_MAGIC = b"TGFAKEv1"
 
 class GPUFault(Exception): pass
@@ -66,6 +68,7 @@ class Mapping:  # one GPU VA range
 class AddressSpace:
   start: int
   end: int
+  big_pages: int = 0                                # the big page size, 0 when ALLOC_AS asked for none (as.c:73-76)
   reservations: list = field(default_factory=list)  # (start, end)
   maps: list = field(default_factory=list)          # sorted by va
   channels: set = field(default_factory=set)
@@ -97,7 +100,7 @@ class Channel:
 @dataclass
 class TSG:
   fd: int
-  veids: dict = field(default_factory=dict)  # veid -> AddressSpace
+  veids: dict = field(default_factory=dict)  # allocated VEID -> the AS it was created with (tsg.c subctx_vms; None allowed)
   channels: set = field(default_factory=set)
 
 class FakeTegra:
@@ -169,19 +172,22 @@ class FakeTegra:
   def mmap(self, fd:int, size:int, offset:int=0) -> int:
     with self.lock:
       kind, obj = self._fd(fd)
-      if kind == "ctrl":
-        if size != K.USERMODE_SIZE or offset != 0: raise self._refuse(errno.EINVAL, "usermode page is 64 KiB at offset 0")
+      if kind == "ctrl":   # ioctl_ctrl.c:2661-2668, in the kernel's order
         if fd in self.doorbell_maps: raise self._refuse(errno.EBUSY, "only one usermode (doorbell) mapping per ctrl fd")
+        if size > K.USERMODE_SIZE: raise self._refuse(errno.EINVAL, "usermode mapping larger than 64 KiB")
+        if offset != 0: raise self._refuse(errno.EINVAL, "usermode mapping at a non-zero offset")
         m = mmap.mmap(-1, size)
         addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
         self.doorbell_maps[fd] = addr
         self.cpu_maps[addr] = (size, "doorbell", (m, fd))
         return addr
-      if kind == "nvmap": raise self._refuse(errno.ENODEV, "mmap the dma-buf fd from NVMAP_IOC_GET_FD, not the nvmap fd")
-      if kind != "dmabuf": raise self._refuse(errno.ENODEV, f"cannot mmap a {kind} fd")
+      if kind == "nvmap":   # nvmap_dev.c:336-343
+        raise self._refuse(getattr(errno, K.NVMAP_MMAP_ERRNO), "mmap the dma-buf fd from NVMAP_IOC_GET_FD, not the nvmap fd")
+      if kind != "dmabuf": raise self._refuse(errno.ENODEV, f"cannot mmap a {kind} fd (its file has no .mmap: mm/mmap.c do_mmap)")
       h:Handle = obj
-      if offset != 0 or size > _round_page(h.size): raise self._refuse(errno.EINVAL, f"mmap of {size:#x}@{offset:#x} beyond a {h.size:#x} buffer")
-      addr = _libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+      if offset % PAGE or (offset + _round_page(size)) > _round_page(h.size):   # dma-buf.c dma_buf_mmap_internal
+        raise self._refuse(errno.EINVAL, f"mmap of {size:#x}@{offset:#x} beyond a {h.size:#x} buffer")
+      addr = _libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, offset)
       if addr in (None, ctypes.c_void_p(-1).value): raise _err(ctypes.get_errno(), "host mmap failed")
       self.cpu_maps[addr] = (size, "dmabuf", h)
       return addr
@@ -202,9 +208,8 @@ class FakeTegra:
     name = K.NUMBERS.get(request)
     with self.lock:
       kind, obj = self._fd(fd)
-      if name is None: raise self._refuse(errno.ENOTTY, f"unknown ioctl {request:#x} on a {kind} fd")
-      fd_kind, _, _, _, layout, _ = K.IOCTLS[name]
-      if kind != fd_kind: raise self._refuse(errno.ENOTTY, f"{name} issued on a {kind} fd")
+      if name is None or K.IOCTLS[name][0] != kind: raise self._not_taken(kind, request, name)
+      layout = K.IOCTLS[name][4]
       self.calls.append(name)
       if self.inject.get(name):
         code = self.inject[name].pop(0)
@@ -271,39 +276,60 @@ class FakeTegra:
     self.refusals.append(why)
     return _err(code, why)
 
-  def _dmabuf(self, fd:int, what:str) -> Handle:
+  def _not_taken(self, kind:str, request:int, name:str|None) -> OSError:
+    """A number this fd's driver does not take: the dispatchers' magic/nr check (EINVAL for nvgpu, ENOTTY for nvmap) or their
+    default case (ENOTTY); see K.IOCTL_MAGIC. A dma-buf fd takes none of these numbers (ENOTTY)."""
+    what = f"{name or f'ioctl {request:#x}'} on a {kind} fd"
+    magic, nr = (request >> 8) & 0xff, request & 0xff
+    if kind in K.IOCTL_MAGIC and (magic != ord(K.IOCTL_MAGIC[kind]) or (nr == 0 and kind != "nvmap")):
+      return self._refuse(getattr(errno, K.DISPATCH_BAD_MAGIC_ERRNO[kind]), f"{what}: not this driver's magic or number")
+    return self._refuse(errno.ENOTTY, f"{what}: unrecognized")
+
+  def _dmabuf(self, fd:int, what:str, code:int|None=None) -> Handle:
+    """dma_buf_get() (dma-buf.c): EBADF for a number that is no open fd, EINVAL for an fd that is no dma-buf; `code` overrides it
+    where the caller maps every failure to one errno (SET_ERROR_NOTIFIER)."""
     kind, obj = self.fds.get(fd, (None, None))
-    if kind != "dmabuf": raise self._refuse(errno.EBADF, f"{what}: fd {fd} is not a dma-buf")
+    if kind != "dmabuf":
+      default = getattr(errno, K.DMABUF_GET_ERRNO_NOT_FD if kind is None else K.DMABUF_GET_ERRNO_NOT_DMABUF)
+      raise self._refuse(code or default, f"{what}: fd {fd} is not a dma-buf")
     return obj
 
   # ---------------- ctrl ioctls ----------------
   def _GET_CHARACTERISTICS(self, _, a):
     c = (ctypes.c_uint8 * K.CHARACTERISTICS_SIZE)()
-    values = {"arch": 0x170, "impl": 0xb, "num_gpc": 2, "num_tpc_per_gpc": 4, "compute_class": K.COMPUTE_CLASS, "gpfifo_class": K.GPFIFO_CLASS,
-              "dma_copy_class": K.DMA_CLASS, "sm_arch_sm_version": K.SM_VERSION, "sm_arch_warp_count": 48, "gpu_va_bit_count": K.VA_BITS,
-              "max_gpfifo_entries": 1 << 16,
+    values = {"arch": K.GPU_ARCH, "impl": K.GPU_IMPL, "num_gpc": K.NUM_GPC, "num_tpc_per_gpc": K.NUM_TPC_PER_GPC,
+              "compute_class": K.COMPUTE_CLASS, "gpfifo_class": K.GPFIFO_CLASS, "dma_copy_class": K.DMA_CLASS,
+              "sm_arch_sm_version": K.SM_VERSION, "sm_arch_warp_count": K.SM_ARCH_WARP_COUNT, "gpu_va_bit_count": K.VA_BITS,
+              "max_gpfifo_entries": K.MAX_GPFIFO_ENTRIES,
               "flags": K.GPU_FLAGS_SUPPORT_USERMODE_SUBMIT | K.GPU_FLAGS_SUPPORT_IO_COHERENCE | K.GPU_FLAGS_SUPPORT_TSG_SUBCONTEXTS}
     for fname, (off, ctype) in K.CHARACTERISTICS_OFFSETS.items(): ctype.from_buffer(c, off).value = values.get(fname, 0)
-    n = min(a.buf_size, K.CHARACTERISTICS_SIZE)   # the kernel copies min(in, out) bytes
-    if n == 0 or a.buf_addr == 0: raise self._refuse(errno.EINVAL, "GET_CHARACTERISTICS needs a buffer")
-    ctypes.memmove(a.buf_addr, c, n)
-    a.buf_size = K.CHARACTERISTICS_SIZE
+    n = min(a.buf_size, K.CHARACTERISTICS_SIZE)   # ioctl_ctrl.c:560-570: min(in, out) bytes, none when buf_size is 0
+    if n:
+      if a.buf_addr == 0: raise self._refuse(errno.EFAULT, "GET_CHARACTERISTICS: copy_to_user to address 0")
+      ctypes.memmove(a.buf_addr, c, n)
+    a.buf_size = K.CHARACTERISTICS_SIZE           # ioctl_ctrl.c:572-573
 
   def _ALLOC_AS(self, _, a):
-    s, e, align = a.va_range_start, a.va_range_end, K.AS_PDE_ALIGN
+    """as.c gk20a_vm_alloc_share(), in its order (K: ALLOC_AS)."""
+    s, e, split, big, align = a.va_range_start, a.va_range_end, a.va_range_split, a.big_page_size, K.AS_PDE_ALIGN
+    if big and (big & (big - 1) or not big & K.BIG_PAGE_SIZES): raise self._refuse(errno.EINVAL, f"big_page_size {big:#x} not available")
     if s == 0 or e == 0 or s % align or e % align: raise self._refuse(errno.EINVAL, "AS bounds must be non-zero and PDE (2 MiB) aligned")
-    if not s < e <= (1 << K.VA_BITS): raise self._refuse(errno.EINVAL, f"AS range {s:#x}..{e:#x} outside {K.VA_BITS}-bit VA")
-    if a.flags & K.ALLOC_AS_FLAGS_UNIFIED_VA and a.va_range_split: raise self._refuse(errno.EINVAL, "va_range_split must be 0 with UNIFIED_VA")
-    if a.big_page_size not in (0, 64 << 10): raise self._refuse(errno.EINVAL, "big_page_size must be 0 (default) or 64 KiB")
-    a.as_fd = self._new_fd("as", AddressSpace(s, e))
+    if s >= e: raise self._refuse(errno.EINVAL, f"AS range {s:#x}..{e:#x} is empty")
+    if a.flags & K.ALLOC_AS_FLAGS_UNIFIED_VA or not big:
+      if split: raise self._refuse(errno.EINVAL, "va_range_split must be 0 with UNIFIED_VA or without big pages")
+    elif split % align or not s < split < e: raise self._refuse(errno.EINVAL, "a split VA needs a PDE-aligned split inside the range")
+    if e + K.CHANNEL_KERNEL_SIZE > K.DEFAULT_APERTURE_SIZE:   # vm.c nvgpu_vm_init_attributes -> as.c:133-140
+      raise self._refuse(errno.ENOMEM, f"AS range end {e:#x} + the kernel's 4 GiB exceeds the 49-bit aperture (vm init fails)")
+    if e > (1 << K.VA_BITS):   # K.STRICTER_THAN_KERNEL: the fake models a 40-bit VA
+      raise self._refuse(errno.ENOMEM, f"AS range end {e:#x} outside the fake's {K.VA_BITS}-bit VA")
+    a.as_fd = self._new_fd("as", AddressSpace(s, e, big))
 
-  def _OPEN_TSG(self, _, a):
-    if a.flags != 0: raise self._refuse(errno.EINVAL, "OPEN_TSG flags must be 0")
+  def _OPEN_TSG(self, _, a):   # ioctl_ctrl.c:708-735 checks no field of the argument
     a.tsg_fd = self._new_fd("tsg", None)
     self.fds[a.tsg_fd] = ("tsg", TSG(a.tsg_fd))
 
-  def _OPEN_CHANNEL(self, _, a):
-    if a.value != -1: raise self._refuse(errno.EINVAL, "runlist_id must be -1 (primary runlist)")
+  def _OPEN_CHANNEL(self, _, a):   # ioctl_channel.c:500-507; other runlists are not emulated (K.STRICTER_THAN_KERNEL)
+    if a.value != -1: raise self._refuse(errno.EINVAL, f"runlist_id {a.value}: only -1 (the GR runlist) is emulated")
     fd = self._new_fd("channel", None)
     self.fds[fd] = ("channel", Channel(fd))
     a.value = fd   # union: the channel fd comes back in the same 4 bytes
@@ -313,19 +339,25 @@ class FakeTegra:
     return any(s < re_ and rs < e for rs, re_ in [(m.va, m.va + m.size) for m in as_.maps] + as_.reservations)
 
   def _AS_ALLOC_SPACE(self, as_:AddressSpace, a):
+    """vm_area.c nvgpu_vm_area_alloc() (K: ALLOC_SPACE): a page size the VM lacks is EINVAL, a range it cannot give ENOMEM."""
+    if a.page_size != PAGE and not (as_.big_pages and a.page_size == as_.big_pages):
+      raise self._refuse(errno.EINVAL, f"page_size {a.page_size:#x} is not one of this AS's page sizes")
     if not a.flags & K.ALLOC_SPACE_FLAGS_FIXED_OFFSET: raise self._refuse(errno.EINVAL, "only FIXED_OFFSET reservations are emulated")
-    if a.page_size not in (PAGE, 64 << 10) or a.pages == 0: raise self._refuse(errno.EINVAL, "ALLOC_SPACE needs a valid page size and pages > 0")
     s, e = a.offset, a.offset + a.pages * a.page_size
-    if s % a.page_size or s < as_.start or e > as_.end: raise self._refuse(errno.EINVAL, f"reservation {s:#x}..{e:#x} misaligned or outside the AS")
-    if self._overlaps(as_, s, e): raise self._refuse(errno.EINVAL, f"reservation {s:#x}..{e:#x} overlaps")
+    if a.pages == 0 or s % a.page_size or s < as_.start or e > as_.end or self._overlaps(as_, s, e):
+      raise self._refuse(errno.ENOMEM, f"reservation {s:#x}..{e:#x} is empty, misaligned, outside the AS or overlapping")
     as_.reservations.append((s, e))
 
   def _AS_MAP_BUFFER_EX(self, as_:AddressSpace, a):
-    h = self._dmabuf(a.dmabuf_fd, "MAP_BUFFER_EX")
+    h = self._dmabuf(a.dmabuf_fd, "MAP_BUFFER_EX")   # vm.c:372-376, then the checks in vm.c's order (K: MAP_BUFFER_EX)
+    fixed = a.flags & K.MAP_FLAGS_FIXED_OFFSET
+    if not fixed and (a.buffer_offset != 0 or a.offset != 0):
+      raise self._refuse(errno.EINVAL, "regular (non-fixed) map with an address or buffer_offset")
+    if not fixed and a.mapping_size != 0: raise self._refuse(errno.EINVAL, "map_size && non-fixed-mapping")
+    if (a.flags >> K.MAP_ACCESS_SHIFT) & K.MAP_ACCESS_MASK > K.MAP_ACCESS_READ_WRITE: raise self._refuse(errno.EINVAL, "invalid map access")
+    if a.flags & K.MAP_FLAGS_TEGRA_RAW: raise self._refuse(errno.EINVAL, "TEGRA_RAW requested when not supported")
     if a.flags & ~K.MAP_FLAGS_KNOWN: raise self._refuse(errno.EINVAL, f"unknown map flags {a.flags:#x}")
-    if a.flags & K.MAP_FLAGS_FIXED_OFFSET: raise self._refuse(errno.EINVAL, "FIXED_OFFSET mappings are not emulated")
-    if a.buffer_offset != 0 or a.offset != 0: raise self._refuse(errno.EINVAL, "regular (non-fixed) map with an address or buffer_offset")
-    if a.mapping_size != 0: raise self._refuse(errno.EINVAL, "map_size && non-fixed-mapping")
+    if fixed: raise self._refuse(errno.EINVAL, "FIXED_OFFSET mappings are not emulated")
     if a.page_size == 0: raise self._refuse(errno.EINVAL, "page_size left unset")
     if a.page_size != PAGE: raise self._refuse(errno.EINVAL, f"page_size {a.page_size} (only 4 KiB is emulated)")
     if a.compr_kind == K.NV_KIND_INVALID and a.incompr_kind == K.NV_KIND_INVALID:
@@ -344,11 +376,12 @@ class FakeTegra:
 
   def _AS_UNMAP_BUFFER(self, as_:AddressSpace, a):
     m = next((m for m in as_.maps if m.va == a.offset), None)
-    if m is None: raise self._refuse(errno.EINVAL, f"UNMAP of {a.offset:#x}, which is not mapped")
+    if m is None:   # the kernel returns 0 (ioctl_as.c:136-138): a guard, K.STRICTER_THAN_KERNEL
+      raise self._refuse(errno.EINVAL, f"UNMAP of {a.offset:#x}, which is not mapped")
     as_.maps.remove(m)
     self._unref(m.handle)
 
-  def _AS_BIND_CHANNEL(self, as_:AddressSpace, a):
+  def _AS_BIND_CHANNEL(self, as_:AddressSpace, a):   # ioctl_as.c:63-65, :67-70
     kind, ch = self.fds.get(a.channel_fd, (None, None))
     if kind != "channel": raise self._refuse(errno.EINVAL, "AS BIND_CHANNEL: not a channel fd")
     if ch.as_ is not None: raise self._refuse(errno.EINVAL, "channel already bound to an address space")
@@ -357,58 +390,80 @@ class FakeTegra:
 
   # ---------------- TSG ioctls ----------------
   def _TSG_CREATE_SUBCONTEXT(self, tsg:TSG, a):
+    """ioctl_tsg.c:853-894 and tsg.c's VEID allocator: SYNC is VEID 0, ASYNC the first free of 1..63, else the SYNC one."""
+    if a.type not in (K.SUBCONTEXT_TYPE_SYNC, K.SUBCONTEXT_TYPE_ASYNC): raise self._refuse(errno.EINVAL, f"subcontext type {a.type}")
     kind, as_ = self.fds.get(a.as_fd, (None, None))
     if kind != "as": raise self._refuse(errno.EINVAL, "CREATE_SUBCONTEXT: as_fd is not an address space")
-    if a.type not in (0, K.SUBCONTEXT_TYPE_ASYNC): raise self._refuse(errno.EINVAL, "subcontext type must be SYNC(0) or ASYNC(1)")
-    a.veid = len(tsg.veids)
-    tsg.veids[a.veid] = as_
+    free_async = [v for v in range(K.ASYNC_VEID_BASE, K.MAX_SUBCTX_COUNT) if v not in tsg.veids]
+    if a.type == K.SUBCONTEXT_TYPE_ASYNC and free_async: veid = free_async[0]
+    elif K.SYNC_VEID not in tsg.veids: veid = K.SYNC_VEID
+    else: raise self._refuse(errno.ENOSPC, "no VEID left in this TSG")
+    tsg.veids[veid] = as_
+    a.veid = veid
 
   def _TSG_BIND_CHANNEL_EX(self, tsg:TSG, a):
+    """ioctl_tsg.c:107-175 (K: BIND_CHANNEL_EX)."""
     kind, ch = self.fds.get(a.channel_fd, (None, None))
     if kind != "channel": raise self._refuse(errno.EINVAL, "BIND_CHANNEL_EX: not a channel fd")
-    if ch.as_ is None: raise self._refuse(errno.EINVAL, "bind the channel to the AS (AS BIND_CHANNEL) before the TSG")
-    if a.subcontext_id not in tsg.veids: raise self._refuse(errno.EINVAL, f"subcontext {a.subcontext_id} was not created")
-    if tsg.veids[a.subcontext_id] is not ch.as_: raise self._refuse(errno.EINVAL, "subcontext and channel use different address spaces")
-    if any(a.reserved): raise self._refuse(errno.EINVAL, "reserved bytes must be zero")
+    if a.subcontext_id >= K.MAX_SUBCTX_COUNT: raise self._refuse(errno.EINVAL, f"subcontext {a.subcontext_id} out of range")
+    if a.subcontext_id == K.SYNC_VEID and K.SYNC_VEID not in tsg.veids: tsg.veids[K.SYNC_VEID] = ch.as_   # tsg.c:375-384
+    if tsg.veids.get(a.subcontext_id) is not ch.as_:
+      raise self._refuse(errno.EINVAL, f"channel AS does not match subcontext {a.subcontext_id}'s (not created, or AS BIND_CHANNEL missing)")
+    if ch.tsg is not None: raise self._refuse(errno.EINVAL, "channel is already bound to a TSG")
     ch.tsg = tsg
     tsg.channels.add(ch.fd)
 
   # ---------------- channel ioctls ----------------
-  def _CHANNEL_WDT(self, ch:Channel, a):
-    ch.wdt_enabled = not (a.wdt_status & K.WDT_DISABLE)
+  def _CHANNEL_WDT(self, ch:Channel, a):   # ioctl_channel.c:305-341
+    status = a.wdt_status & (K.WDT_DISABLE | K.WDT_ENABLE)
+    if ch.deterministic and status != K.WDT_DISABLE: raise self._refuse(errno.EINVAL, "a deterministic channel's watchdog stays disabled")
+    if status not in (K.WDT_DISABLE, K.WDT_ENABLE): raise self._refuse(errno.EINVAL, f"wdt_status {a.wdt_status:#x}: neither DISABLE nor ENABLE")
+    ch.wdt_enabled = status == K.WDT_ENABLE
 
   def _CHANNEL_SETUP_BIND(self, ch:Channel, a):
+    """ioctl_channel.c:1284-1343 -> channel.c channel_setup_bind_prechecks() -> linux-channel.c usermode buffers (K: SETUP_BIND)."""
+    flags, n = a.flags & K.SETUP_BIND_FLAGS_TRANSLATED, a.num_gpfifo_entries   # unknown flag bits are dropped, not refused
+    usermode, deterministic = bool(flags & K.SETUP_BIND_FLAGS_USERMODE_SUPPORT), bool(flags & K.SETUP_BIND_FLAGS_DETERMINISTIC)
+    least = K.SETUP_BIND_MIN_ENTRIES_USERMODE if usermode else K.SETUP_BIND_MIN_ENTRIES_KERNEL
+    if n < least or n & (n - 1) or n > 0xffffffff // K.GPFIFO_ENTRY_SIZE:   # ioctl_channel.c:1306-1336 (U32_MAX / 8)
+      raise self._refuse(errno.EINVAL, f"num_gpfifo_entries {n}: not a power of two in range")
+    if ch.as_ is None: raise self._refuse(errno.EINVAL, "SETUP_BIND before AS BIND_CHANNEL")
+    if ch.tsg is None: raise self._refuse(errno.EINVAL, "SETUP_BIND before TSG BIND_CHANNEL_EX")
     if ch.bound: raise self._refuse(errno.EEXIST, "GPFIFO already set up")
-    if ch.as_ is None or ch.tsg is None: raise self._refuse(errno.EINVAL, "SETUP_BIND before the channel is bound to AS and TSG")
-    if a.flags & ~K.SETUP_BIND_FLAGS_KNOWN: raise self._refuse(errno.EINVAL, f"unknown SETUP_BIND flags {a.flags:#x}")
-    ch.deterministic = bool(a.flags & K.SETUP_BIND_FLAGS_DETERMINISTIC)
-    if ch.deterministic and ch.wdt_enabled:
+    if deterministic and ch.wdt_enabled:
       raise self._refuse(errno.EINVAL, "deterministic channel with a live watchdog: disable it (CHANNEL_WDT) first")
-    n = a.num_gpfifo_entries
-    if n < 2 or n & (n - 1) or n > (1 << 16): raise self._refuse(errno.EINVAL, f"num_gpfifo_entries {n} is not a power of two in [2, 65536]")
-    if a.userd_dmabuf_offset or a.gpfifo_dmabuf_offset: raise self._refuse(errno.EINVAL, "dma-buf offsets must be 0")
-    ring, userd = self._dmabuf(a.gpfifo_dmabuf_fd, "SETUP_BIND gpfifo"), self._dmabuf(a.userd_dmabuf_fd, "SETUP_BIND userd")
-    if ring.size < max(PAGE, n * 8): raise self._refuse(errno.EINVAL, f"ring dma-buf {ring.size:#x} < max(4 KiB, entries*8)")
-    if ring.size > MAX_RING_BYTES:
-      raise self._refuse(errno.EFBIG, f"ring dma-buf of {ring.size:#x} bytes: a 3 MiB ring froze a real Orin at ALLOC_OBJ_CTX (facts, pitfall 1)")
-    if userd.size < K.USERD_SIZE: raise self._refuse(errno.EINVAL, "USERD must be at least 4 KiB")
-    ch.bound, ch.entries, ch.ring, ch.userd = True, n, ring, userd
-    ch.drained_ring = ctypes.string_at(ring.phys, n * 8)
+    if usermode and not deterministic: raise self._refuse(errno.EINVAL, "usermode submit needs DETERMINISTIC")
+    ring = userd = None
+    if usermode:
+      if a.gpfifo_dmabuf_fd == 0 or a.userd_dmabuf_fd == 0: raise self._refuse(errno.EINVAL, "dma-buf fd 0")
+      if a.userd_dmabuf_offset or a.gpfifo_dmabuf_offset: raise self._refuse(errno.EINVAL, "dma-buf offsets must be 0")
+      ring = self._dmabuf(a.gpfifo_dmabuf_fd, "SETUP_BIND gpfifo")
+      if ring.size < max(K.GPFIFO_MIN_BYTES, n * K.GPFIFO_ENTRY_SIZE):
+        raise self._refuse(errno.EINVAL, f"ring dma-buf {ring.size:#x} < max(4 KiB, entries*8)")
+      userd = self._dmabuf(a.userd_dmabuf_fd, "SETUP_BIND userd")
+      if ring.size > MAX_RING_BYTES:
+        raise self._refuse(errno.EFBIG, f"ring dma-buf of {ring.size:#x} bytes: a 3 MiB ring froze a real Orin at ALLOC_OBJ_CTX (facts, pitfall 1)")
+      if userd.size < K.USERD_SIZE: raise self._refuse(errno.EINVAL, "USERD must be at least 4 KiB")
+    ch.bound, ch.deterministic, ch.entries = True, deterministic, n
     a.gpfifo_gpu_va, a.userd_gpu_va, a.usermode_mmio_gpu_va = 0, 0, 0
-    if a.flags & K.SETUP_BIND_FLAGS_USERMODE_SUPPORT:   # only usermode channels get a work submit token (the doorbell)
+    if usermode:   # only usermode channels have the ring here and a work submit token (the doorbell); kernel-mode submit is not emulated
+      ch.ring, ch.userd = ring, userd
+      ch.drained_ring = ctypes.string_at(ring.phys, n * 8)
       ch.token, self._next_token = self._next_token, self._next_token + 1
       self.channels[ch.token] = ch
       a.work_submit_token = ch.token
 
-  def _CHANNEL_ALLOC_OBJ_CTX(self, ch:Channel, a):
-    if not ch.bound: raise self._refuse(errno.EINVAL, "ALLOC_OBJ_CTX before SETUP_BIND")
+  def _CHANNEL_ALLOC_OBJ_CTX(self, ch:Channel, a):   # gr_setup.c:127-131, :134-137, :193-195; no SETUP_BIND needed
+    if ch.as_ is None: raise self._refuse(errno.EINVAL, "ALLOC_OBJ_CTX before AS BIND_CHANNEL")
     if a.class_num not in (K.COMPUTE_CLASS, K.DMA_CLASS): raise self._refuse(errno.EINVAL, f"class {a.class_num:#x} not supported on ga10b")
+    if ch.tsg is None: raise self._refuse(errno.EINVAL, "ALLOC_OBJ_CTX before TSG BIND_CHANNEL_EX")
     ch.classes.add(a.class_num)
     a.obj_id = len(ch.classes)
 
-  def _CHANNEL_SET_ERROR_NOTIFIER(self, ch:Channel, a):
-    h = self._dmabuf(a.mem, "SET_ERROR_NOTIFIER")
-    if a.offset + max(a.size, 16) > _round_page(h.size): raise self._refuse(errno.EINVAL, "error notifier outside its buffer")
+  def _CHANNEL_SET_ERROR_NOTIFIER(self, ch:Channel, a):   # ioctl_channel.c:359-408
+    if a.mem == 0: raise self._refuse(errno.EINVAL, "error notifier: invalid memory handle 0")
+    h = self._dmabuf(a.mem, "SET_ERROR_NOTIFIER", code=errno.EINVAL)
+    if a.offset + K.NOTIFICATION_SIZE > _round_page(h.size): raise self._refuse(errno.EINVAL, "error notifier outside its buffer")
     ch.notifier = (h, a.offset)
 
   def _channel_closed(self, ch:Channel):
@@ -417,7 +472,7 @@ class FakeTegra:
     self.channels.pop(ch.token, None)
 
   # ---------------- nvmap ioctls ----------------
-  def _NVMAP_CREATE(self, _, a):
+  def _NVMAP_CREATE(self, _, a):   # nvmap_ioctl.c:296-297 -> nvmap_create_handle() "if (!size) return ERR_PTR(-EINVAL)"
     if a.size_or_fd == 0: raise self._refuse(errno.EINVAL, "NVMAP_IOC_CREATE of 0 bytes")
     h = Handle(self._next_handle, a.size_or_fd, os.memfd_create("nvmap", os.MFD_CLOEXEC))
     self._next_handle += 1
@@ -425,29 +480,30 @@ class FakeTegra:
     a.handle = h.id
 
   def _NVMAP_ALLOC(self, _, a):
-    h = self.handles.get(a.handle)
-    if h is None: raise self._refuse(errno.EINVAL, f"NVMAP_IOC_ALLOC of unknown handle {a.handle:#x}")
-    if h.allocated: raise self._refuse(errno.EEXIST, "handle already allocated")
-    if a.heap_mask & K.NVMAP_HEAP_SYSMEM: raise self._refuse(errno.ENOMEM, "the SYSMEM heap answers ENOMEM on Orin; use IOVMM")
-    if a.heap_mask != K.NVMAP_HEAP_IOVMM: raise self._refuse(errno.EINVAL, f"heap mask {a.heap_mask:#x}: use IOVMM")
+    """nvmap_ioctl.c:187-232 in its order (K: nvmap); the cache mode is flags & NVMAP_HANDLE_CACHE_FLAG, never refused."""
     if a.align & (a.align - 1): raise self._refuse(errno.EINVAL, f"align {a.align:#x} must be a power of two")   # below a page nvmap rounds up
-    if (a.flags & K.NVMAP_CACHE_MASK) > 3: raise self._refuse(errno.EINVAL, f"cache flags {a.flags & K.NVMAP_CACHE_MASK}")
+    h = self.handles.get(a.handle) if a.handle else None
+    if h is None: raise self._refuse(errno.EINVAL, f"NVMAP_IOC_ALLOC of unknown handle {a.handle:#x}")
+    if not a.heap_mask & K.NVMAP_HEAP_IOVMM:   # no carveout heap in the fake; SYSMEM answers ENOMEM on Orin (FACTS:39)
+      raise self._refuse(errno.ENOMEM, f"heap mask {a.heap_mask:#x} has no memory here; use IOVMM")
     size = _round_page(h.size)
-    if self._used + size > self.memory_limit: raise _err(errno.ENOMEM, "out of (fake) memory")
+    if self._used + size > self.memory_limit: raise _err(errno.ENOMEM, "out of (fake) memory")   # nvmap_dev.c:619-623: more than RAM
+    if h.allocated: raise self._refuse(errno.EEXIST, "handle already allocated")
     os.ftruncate(h.memfd, size)
     h.phys = _libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, h.memfd, 0)
-    h.allocated, h.cache, self._used = True, a.flags & K.NVMAP_CACHE_MASK, self._used + size
+    h.allocated, h.cache, self._used = True, a.flags & K.NVMAP_HANDLE_CACHE_FLAG, self._used + size
 
   def _NVMAP_GET_FD(self, _, a):
     h = self.handles.get(a.handle)
-    if h is None or not h.allocated: raise self._refuse(errno.EINVAL, "GET_FD of an unallocated handle")
+    if h is None: raise self._refuse(errno.EBADF, f"GET_FD of {a.handle:#x}, which is no nvmap handle nor fd")   # nvmap_ioctl.c:170-172
+    if not h.allocated: raise self._refuse(errno.EINVAL, "GET_FD of an unallocated handle")   # K.STRICTER_THAN_KERNEL
     a.size_or_fd = self._new_fd("dmabuf", h, fd=os.dup(h.memfd))   # the fd comes back in the first u32
     h.refs += 1
 
   def _NVMAP_FREE(self, _, handle:int):
     # The handle's pages stay alive while a dma-buf fd or a GPU mapping refers to them (the memfd and its dups here).
     h = self.handles.pop(handle, None)
-    if h is None: raise self._refuse(errno.EINVAL, f"NVMAP_IOC_FREE of unknown handle {handle:#x}")
+    if h is None: return   # nvmap_ioctl.c:585-597: handle 0 or an unknown handle is a no-op that returns 0
     self._unref(h)
 
   def _unref(self, h:Handle):
@@ -541,7 +597,7 @@ class FakeTegra:
     if ch.notifier is not None:
       h, off = ch.notifier
       ctypes.c_uint32.from_address(h.phys + off + K.NOTIFICATION_INFO32).value = code
-      ctypes.c_uint16.from_address(h.phys + off + K.NOTIFICATION_STATUS).value = 0xffff
+      ctypes.c_uint16.from_address(h.phys + off + K.NOTIFICATION_STATUS).value = K.NOTIFICATION_STATUS_ERROR
     return True
 
   def _exec_pb(self, ch:Channel) -> bool:
@@ -549,11 +605,12 @@ class FakeTegra:
     while pos < len(dws) or pending:
       if pending is None:
         hdr = dws[pos]
-        if hdr == 0:   # a zero dword is a no-op; bound queues are submitted with their page's zero padding
+        if hdr == K.PB_NOP:   # a zero dword is a no-op; bound queues are submitted with their page's zero padding
           pos += 1
           continue
-        if (hdr >> 29) != 1: raise GPUFault(f"pushbuffer header {hdr:#x}: only incrementing methods are emulated")
-        count, subc, mthd = (hdr >> 16) & 0x1fff, (hdr >> 13) & 7, (hdr & 0x1fff) << 2
+        if (hdr >> K.PB_OPCODE_SHIFT) != K.PB_OPCODE_INC_METHOD: raise GPUFault(f"pushbuffer header {hdr:#x}: only incrementing methods are emulated")
+        count, subc = (hdr >> K.PB_COUNT_SHIFT) & K.PB_COUNT_MASK, (hdr >> K.PB_SUBCHANNEL_SHIFT) & K.PB_SUBCHANNEL_MASK
+        mthd = (hdr & K.PB_ADDRESS_MASK) << 2
         pending = [subc, mthd, dws[pos + 1: pos + 1 + count]]
         pos += 1 + count
       subc, mthd, args = pending
@@ -567,7 +624,7 @@ class FakeTegra:
     return True
 
   def _method(self, ch:Channel, subc:int, mthd:int, val:int) -> bool:
-    if mthd < 0x100:   # host methods, valid on any subchannel
+    if mthd < K.HOST_METHOD_LIMIT:   # host methods, valid on any subchannel
       if mthd in (K.HOST_SEM_ADDR_LO, K.HOST_SEM_ADDR_HI, K.HOST_SEM_PAYLOAD_LO, K.HOST_SEM_PAYLOAD_HI): ch.sem[mthd] = val
       elif mthd == K.HOST_SEM_EXECUTE: return self._host_semaphore(ch, val)
       elif mthd == K.HOST_NON_STALL_INTR: pass   # nothing listens on Tegra
@@ -581,14 +638,15 @@ class FakeTegra:
     return True
 
   def _host_semaphore(self, ch:Channel, ex:int) -> bool:
-    addr = ch.sem.get(K.HOST_SEM_ADDR_LO, 0) | (ch.sem.get(K.HOST_SEM_ADDR_HI, 0) << 32)
+    addr = ch.sem.get(K.HOST_SEM_ADDR_LO, 0) | ((ch.sem.get(K.HOST_SEM_ADDR_HI, 0) & K.SEM_ADDR_HI_MASK) << 32)
     payload = ch.sem.get(K.HOST_SEM_PAYLOAD_LO, 0) | (ch.sem.get(K.HOST_SEM_PAYLOAD_HI, 0) << 32)
-    op, wide, timestamp = ex & 7, (ex >> 24) & 1, (ex >> 25) & 1
-    if addr % (8 if wide else 4): raise GPUFault(f"misaligned semaphore {addr:#x}")
+    op = ex & K.SEM_EXECUTE_OPERATION_MASK
+    wide, timestamp = (ex >> K.SEM_EXECUTE_PAYLOAD_SIZE_BIT) & 1, (ex >> K.SEM_EXECUTE_RELEASE_TIMESTAMP_BIT) & 1
+    if addr % (8 if wide else K.SEM_ADDR_LO_ALIGN): raise GPUFault(f"misaligned semaphore {addr:#x}")   # 8 for 64 bit: a guard
     fmt = "Q" if wide else "I"
     if op == K.SEM_OP_RELEASE:   # after all prior work, which in this emulation has completed
       self._wr(ch, addr, fmt, payload & (0xffffffffffffffff if wide else 0xffffffff))
-      if timestamp: self._wr(ch, addr + 8, "Q", time.perf_counter_ns())
+      if timestamp: self._wr(ch, addr + K.SEM_TIMESTAMP_OFFSET, "Q", time.perf_counter_ns())
       self.releases.append((addr, payload))
       return True
     cur = self._rd(ch, addr, fmt)
@@ -601,26 +659,27 @@ class FakeTegra:
     ch.copy[mthd] = val
     if mthd != K.DMA_LAUNCH: return
     c = ch.copy
-    if (xfer:=val & 3) != 0:
-      if xfer != 2: raise GPUFault("only non-pipelined copies are emulated")
+    if (xfer:=val & K.DMA_LAUNCH_TRANSFER_MASK) != 0:
+      if xfer != K.DMA_LAUNCH_TRANSFER_NON_PIPELINED: raise GPUFault("only non-pipelined copies are emulated")
       src = (c.get(K.DMA_OFFSET_IN_HI, 0) << 32) | c.get(K.DMA_OFFSET_IN_LO, 0)
       dst = (c.get(K.DMA_OFFSET_OUT_HI, 0) << 32) | c.get(K.DMA_OFFSET_OUT_LO, 0)
       if (n:=c.get(K.DMA_LINE_LENGTH_IN, 0)): self.gpu_write(ch.as_, dst, self.gpu_read(ch.as_, src, n))
       self.copies += 1
-    if (sem:=(val >> 3) & 3) != 0:
+    if (sem:=(val >> K.DMA_LAUNCH_SEMAPHORE_SHIFT) & K.DMA_LAUNCH_SEMAPHORE_MASK) != 0:
       addr, payload = (c.get(K.DMA_SEM_ADDR_HI, 0) << 32) | c.get(K.DMA_SEM_ADDR_LO, 0), c.get(K.DMA_SEM_PAYLOAD, 0)
-      if sem == 2: self.gpu_write(ch.as_, addr, struct.pack("<QQ", payload, time.perf_counter_ns()))   # four-word: payload, 0, timestamp
+      if sem == K.DMA_LAUNCH_SEMAPHORE_FOUR_WORD:   # payload, 0, then the timestamp at K.SEM_TIMESTAMP_OFFSET
+        self.gpu_write(ch.as_, addr, struct.pack("<Q", payload) + struct.pack("<Q", time.perf_counter_ns()))
       else: self._wr(ch, addr, "I", payload)
       self.releases.append((addr, payload))
 
   def _compute_method(self, ch:Channel, mthd:int, val:int):
     ch.copy[("c", mthd)] = val
-    if mthd == K.COMPUTE_SEND_PCAS_A: ch.sem["qmd"] = val << 8
+    if mthd == K.COMPUTE_SEND_PCAS_A: ch.sem["qmd"] = val << K.QMD_ADDRESS_SHIFT
     elif mthd == K.COMPUTE_SEND_SIGNALING_PCAS2_B:
       qmd_va, seen = ch.sem.get("qmd"), 0
       while qmd_va is not None:
         qmd_va, seen = self._launch(ch, qmd_va), seen + 1
-        if seen > 4096: raise GPUFault("QMD dependency chain loops")
+        if seen > K.QMD_CHAIN_LIMIT: raise GPUFault("QMD dependency chain loops")
 
   def _launch(self, ch:Channel, qmd_va:int) -> int|None:
     """Read one QMD (V03, Ampere), run its kernel, perform its embedded releases; return the dependent QMD, if any."""
@@ -629,14 +688,15 @@ class FakeTegra:
     def rd(name):
       hi, lo = f[name]
       return (q >> lo) & ((1 << (hi - lo + 1)) - 1)
-    if rd("QMD_MAJOR_VERSION") != 3: raise GPUFault(f"QMD at {qmd_va:#x}: major version {rd('QMD_MAJOR_VERSION')} != 3")
+    if rd("QMD_MAJOR_VERSION") != K.QMD_MAJOR_VERSION:
+      raise GPUFault(f"QMD at {qmd_va:#x}: major version {rd('QMD_MAJOR_VERSION')} != {K.QMD_MAJOR_VERSION}")
     prog = (rd("PROGRAM_ADDRESS_UPPER") << 32) | rd("PROGRAM_ADDRESS_LOWER")
     if not rd("CONSTANT_BUFFER_VALID_0"): raise GPUFault("QMD without constant buffer 0 (kernel arguments)")
     cb0 = (rd("CONSTANT_BUFFER_ADDR_UPPER_0") << 32) | rd("CONSTANT_BUFFER_ADDR_LOWER_0")
     cb0_size = rd("CONSTANT_BUFFER_SIZE_SHIFTED4_0")
     grid = (rd("CTA_RASTER_WIDTH"), rd("CTA_RASTER_HEIGHT"), rd("CTA_RASTER_DEPTH"))
     block = (rd("CTA_THREAD_DIMENSION0"), rd("CTA_THREAD_DIMENSION1"), rd("CTA_THREAD_DIMENSION2"))
-    if min(grid) < 1 or min(block) < 1 or block[0] * block[1] * block[2] > 1024:
+    if min(grid) < 1 or min(block) < 1 or block[0] * block[1] * block[2] > K.MAX_THREADS_PER_BLOCK:
       raise GPUFault(f"QMD at {qmd_va:#x}: bad launch grid {grid} block {block}")
     if rd("SHARED_MEMORY_SIZE") > K.MAX_SHARED_MEMORY: raise GPUFault("QMD asks for more shared memory than a ga10b SM has")
     self.launches.append({"qmd": qmd_va, "program": prog, "cbuf0": cb0, "grid": grid, "block": block,
@@ -648,7 +708,7 @@ class FakeTegra:
         payload = (rd(f"RELEASE{i}_PAYLOAD_UPPER") << 32) | rd(f"RELEASE{i}_PAYLOAD_LOWER")
         self._wr(ch, addr, "Q", payload)
         self.releases.append((addr, payload))
-    return (rd("DEPENDENT_QMD0_POINTER") << 8) if rd("DEPENDENT_QMD0_ENABLE") else None
+    return (rd("DEPENDENT_QMD0_POINTER") << K.QMD_ADDRESS_SHIFT) if rd("DEPENDENT_QMD0_ENABLE") else None
 
   def _program(self, ch:Channel, prog_va:int):
     head = self.gpu_read(ch.as_, prog_va, len(PROGRAM_MAGIC) + 4)
