@@ -151,6 +151,33 @@ def test_alloc_obj_ctx_needs_an_as_and_a_ga10b_class():   # gr_setup.c:127-131, 
   refused(errno.EINVAL, b.fk.ioctl, b.ch, U.NVGPU_IOCTL_CHANNEL_ALLOC_OBJ_CTX, U.nvgpu_alloc_obj_ctx_args(class_num=0xC9C0))  # Ada compute
   b.fk.ioctl(b.ch, U.NVGPU_IOCTL_CHANNEL_ALLOC_OBJ_CTX, U.nvgpu_alloc_obj_ctx_args(class_num=0xC7C0))
 
+def test_veids_sync_is_0_async_from_1():   # tsg.c@675edd50:237-280 (nvgpu.h:171: VEID 0 is the SYNC subcontext)
+  b = Bringup().alloc_as().tsg()
+  assert b.veid == 1                                        # the first ASYNC subcontext
+  def sub(t):
+    b.fk.ioctl(b.tsg_fd, U.NVGPU_TSG_IOCTL_CREATE_SUBCONTEXT, s:=U.nvgpu_tsg_create_subcontext_args(type=t, as_fd=b.as_fd))
+    return s.veid
+  assert sub(1) == 2 and sub(0) == 0
+  assert [sub(1) for _ in range(61)][-1] == 63              # ASYNC VEIDs run out at 63 (64 subcontexts)
+  refused(errno.ENOSPC, sub, 1)                             # ...and then fall back to the SYNC one, which is taken
+
+def test_bind_channel_ex_to_veid_0_makes_the_sync_subcontext():   # tsg.c:375-384
+  b = Bringup().alloc_as().tsg().bind_as()
+  b.veid = 0
+  assert b.bind_tsg().wdt_off().setup_bind().work_submit_token != 0
+
+def test_as_bind_once_and_setup_bind_once():
+  b = good()
+  refused(errno.EINVAL, b.bind_as)                          # ioctl_as.c:67-70 already bound
+  b.setup_bind()
+  refused(errno.EEXIST, b.setup_bind)                       # channel.c:1433-1438 usermode buffers already set up
+
+@pytest.mark.parametrize("flags", [3 << 10, 1 << 12, 1 << 8])
+def test_map_refuses_access_3_tegra_raw_and_unknown_bits(flags):   # vm.c:109-111 / :424-428 / :93-95
+  b = Bringup().alloc_as()
+  _, fd = b.buf(0x1000)
+  refused(errno.EINVAL, b.map, fd, flags=flags)
+
 def test_open_channel_primary_runlist_only():
   b = Bringup()
   refused(errno.EINVAL, b.fk.ioctl, b.ctrl, U.NVGPU_GPU_IOCTL_OPEN_CHANNEL, U.nvgpu_channel_open_args(runlist_id=0))
