@@ -194,6 +194,7 @@ class FakeTegra:
 
   def munmap(self, addr:int, size:int) -> None:
     with self.lock:
+      # Linux would accept both (mm/mmap.c do_munmap): guards, K.STRICTER_THAN_KERNEL
       if addr not in self.cpu_maps: raise _err(errno.EINVAL, f"munmap of unknown address {addr:#x}")
       msize, kind, owner = self.cpu_maps[addr]
       if msize != size: raise _err(errno.EINVAL, f"munmap size {size:#x} != mapped {msize:#x}")
@@ -367,7 +368,7 @@ class FakeTegra:
     for s, e in sorted([(m.va, m.va + m.size) for m in as_.maps] + as_.reservations, reverse=True) + [(as_.start, as_.start)]:
       if top - size >= e and top - size >= as_.start: break
       top = min(top, s)
-    else: raise _err(errno.ENOMEM, "GPU VA space exhausted")
+    else: raise _err(errno.ENOMEM, "GPU VA space exhausted")   # "failed to allocate va space" (K: MAP_BUFFER_EX)
     va = top - size
     if va < as_.start or self._overlaps(as_, va, va + size): raise _err(errno.ENOMEM, "GPU VA space exhausted")
     bisect.insort(as_.maps, Mapping(va, size, h, bool(a.flags & K.MAP_FLAGS_CACHEABLE)), key=lambda x: x.va)

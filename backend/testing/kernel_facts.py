@@ -191,7 +191,9 @@ NV_KIND_INVALID = -1                          # nvgpu-as.h:235 NV_KIND_INVALID; 
 # that is no open file, EINVAL for a file that is no dma-buf); vm.c:380-388 "For regular maps we do not accept either an input
 # address or a buffer_offset" (EINVAL); vm.c:395-398 "map_size && non-fixed-mapping!" (EINVAL); vm.c:417-421 the access
 # field; vm.c:424-428 TEGRA_RAW; vm.c:431-434 unknown flags. nvgpu-as.h:186 page_size "If left unset this IOCTL will return
-# -EINVAL"; :196 "regular (non-fixed) mappings require this field [buffer_offset] to be set to 0".
+# -EINVAL"; :196 "regular (non-fixed) mappings require this field [buffer_offset] to be set to 0". No free GPU VA left ->
+# ENOMEM (the GMMU map path: nvgpu_vm_alloc_va() returns 0, "failed to allocate va space", -ENOMEM; cited by that message,
+# every stored nvgpu version has it; lines not counted).
 DMABUF_GET_ERRNO_NOT_FD, DMABUF_GET_ERRNO_NOT_DMABUF = "EBADF", "EINVAL"   # dma-buf.c dma_buf_get(): fget() fails / !is_dma_buf_file
 # Version skew, resolved for r36: ioctl_as.c:110-116 (@b1d7c77d, 2022) refuses a MAP_BUFFER_EX without
 # NVGPU_AS_MAP_BUFFER_FLAGS_DIRECT_KIND_CTRL (1 << 8) with EINVAL. The pinned r36 header has no such flag (nvgpu-as.h:105-:112
@@ -357,5 +359,8 @@ STRICTER_THAN_KERNEL = {
   "UNMAP_BUFFER of an offset that is not mapped refused with EINVAL": "the kernel returns 0 (ioctl_as.c:136-138); the fake "
                                                                      "refuses it as a guard against the backend losing track "
                                                                      "of its mappings (a double or a stray unmap)",
+  "munmap of an address the fake did not map, or with another size, refused with EINVAL": "Linux munmap() succeeds on an unmapped "
+      "page-aligned range and unmaps part of a mapping (mm/mmap.c do_munmap); the fake refuses both as a guard against the backend "
+      "unmapping the wrong pointer or size",
   "64-bit semaphore payload at an address not 8-byte aligned faults": "the header only requires 4 (clc56f.h:208); a guard",
 }
