@@ -1,0 +1,43 @@
+"""Where a training step's time goes, kernel by kernel: common.profile on the U-Net DDPM step or the conv
+autoencoder step of generative_models.py, at the shapes of scripts/step_bench.py.
+
+    DEV=CUDA python3 scripts/profile_step.py --step unet --top 30
+    python3 scripts/profile_step.py --step ae --batch 8          # CPU: a small batch, minutes of compiling
+
+Each kernel's time is its median over the replays with a synchronize after each kernel (JIT=2); GFLOP/s
+and GB/s are tinygrad's own estimates per kernel, as DEBUG=2 prints them. Kernel names carry the loop
+shape: r_..._128_14_14 is a reduction over a batch of 128 and 14×14 pixels (a weight gradient).
+"""
+from __future__ import annotations
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "generative")]
+from common.cli import ArgumentParser, positive_int, run_main  # noqa: E402
+
+
+def main() -> int:
+  p = ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--step", choices=("unet", "ae"), default="unet", help="the DDPM U-Net step (width 64) or the autoencoder step")
+  p.add_argument("--batch", type=positive_int, default=128, help="batch size")
+  p.add_argument("--top", type=positive_int, default=25, help="kernels to list")
+  args = p.parse_args()
+  import numpy as np
+  from tinygrad import Tensor
+  import generative_models as gm
+  from common.profile import profile_step, profile_table
+  rng, b = np.random.default_rng(0), args.batch
+  if args.step == "unet":
+    step = gm.make_ddpm_step(gm.UNet(1, 64, 0), gm.UNet(1, 64, 0), gm.Schedule("linear", 1000), 1e-3, 0.1)
+    inputs = (Tensor(rng.uniform(-1, 1, (b, 1, 28, 28)).astype(np.float32)), Tensor(rng.integers(0, 10, b).astype(np.int32)), Tensor([0.999]))
+  else:
+    step = gm.make_ae_step(gm.Autoencoder(3, 32, 32), 1e-3)
+    inputs = (Tensor(rng.random((b, 3, 32, 32), dtype=np.float32)),)
+  rows, wall = profile_step(step.fxn, *(t.realize() for t in inputs))     # .fxn: the step before TinyJit wraps it
+  print(f"## {args.step} train step, batch {b}\n" + profile_table(rows, wall, top=args.top))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(run_main(main))
