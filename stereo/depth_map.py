@@ -76,6 +76,8 @@ RUN
   Bench:   python3 stereo/depth_map.py --bench [--json out.json] [--sizes 640x480 --disparities 64]
            (stereo_bench.py: box and SGM per size and D, OpenCV beside them when installed, accuracy on the
            evaluation pair: the synthetic scene, or --left/--right with --gt)
+  Live:    python3 stereo/depth_map.py --live --source sim|argus|v4l2|folder:PATH [--frames N] [--calib calib.npz]
+           (stereo/live.py: capture → rectify → match → depth → obstacles → heading per frame; --bench: the pipeline)
   Try:     JITBEAM=2 (kernel search for the replayed kernels), --paths 4, --cost sad, --p2 60, --no-median.
 
 WHAT TO EXPECT (measured on this code; commands, machines and full tables in stereo/README.md)
@@ -640,6 +642,9 @@ def match_config(args) -> MatchConfig:
 def main(argv=None) -> int:
   args = parse_args(argv, __doc__, MatchConfig())
   seed_all(args.seed)
+  if args.live:                     # the camera loop: stereo/live.py
+    import live
+    return live.run_live_bench(args) if args.bench else live.run_live(args)
   if args.bench:
     from stereo_bench import run_bench
     return run_bench(args)

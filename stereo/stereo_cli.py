@@ -6,6 +6,7 @@ import argparse
 
 from common.cli import finite_float, float_range, int_list, nonnegative_int, positive_float, positive_int, project_parser
 from common.files import writable_file
+from capture_stereo import add_source_flags
 
 
 def parse_sizes(text: str, smallest: int = 8) -> list[tuple[int, int]]:
@@ -68,6 +69,7 @@ def parse_args(argv, doc: str, defaults) -> argparse.Namespace:
                  help="run the matcher this many times to show the JIT replay time (--quick: 1; with --json at least 3)")
   g.add_argument("--save-disparity", metavar="PATH", default=None, help="write the disparity map and its valid mask here (safetensors), atomically")
   g.add_argument("--load-disparity", metavar="PATH", default=None, help="score and write a disparity saved by --save-disparity instead of matching")
+  add_live_flags(p.add_argument_group("--live (stereo/live.py; sources: stereo/capture_stereo.py)"))
   g = p.add_argument_group("--bench")
   g.add_argument("--sizes", type=parse_sizes, default="320x240,640x480,1280x720", help="bench image sizes (--quick: 64x48)")
   g.add_argument("--disparities", type=int_list, default="64,128", help="bench disparity counts (--quick: 16)")
@@ -76,7 +78,21 @@ def parse_args(argv, doc: str, defaults) -> argparse.Namespace:
   problem = flag_problem(args)
   if problem: p.error(problem)
   if args.save_disparity: writable_file(args.save_disparity, "--save-disparity")
+  if args.video: writable_file(args.video, "--video")
   return args
+
+
+def add_live_flags(g) -> None:
+  g.add_argument("--live", action="store_true", help="run the live loop: capture, rectify (--calib), match, depth, obstacles, heading")
+  add_source_flags(g)
+  g.add_argument("--frames", type=positive_int, default=None, help="stop after N frames; None: sim 60 (--quick: 12), folder: all, cameras: Ctrl-C")
+  g.add_argument("--snapshot-every", type=nonnegative_int, default=30, help="write snapshot_NNNNNN.png every N frames (0: none)")
+  g.add_argument("--video", metavar="PATH", default=None, help="also write an MJPEG AVI of the snapshots here (needs OpenCV)")
+  g.add_argument("--window", action="store_true", help="show the frames in a window (needs a display and OpenCV with a GUI)")
+  g.add_argument("--smoothing", type=float_range(0.01, 1), default=0.3, help="α of the exponential smoothing of each band's clearance")
+  g.add_argument("--hysteresis", type=float_range(0, 10), default=0.15, help="the heading moves only to a band this much clearer (fraction)")
+  g.add_argument("--range-m", type=float_range(0.05, 1000), default=None, help="clearance cap (farther is free); None: 3 m, sim: the scene's 6u")
+  g.add_argument("--min-valid", type=float_range(0, 1), default=0.1, help="share of valid pixels below which a band is unknown")
 
 
 DEMO_ONLY = ("calib", "repeat", "grid", "target_bad1", "save_disparity", "load_disparity")
@@ -92,6 +108,8 @@ def flag_problem(args) -> str | None:
   """The first flag combination that could not do what it says, as one line (None: all fine)."""
   given = args.given
   def typed(dests): return [d for d in dests if d in given]
+  if args.live: return live_flag_problem(args, typed)
+  if typed(LIVE): return f"{flags(typed(LIVE))} go with --live"
   if (args.left is None) != (args.right is None): return "--left and --right go together"
   if args.gt and args.left is None: return "--gt needs --left/--right (synthetic scenes carry their own ground truth)"
   if args.gt_right and not args.gt: return "--gt-right goes with --gt"
@@ -127,3 +145,31 @@ def aggregation_problem(args, typed, aggregations: set[str]) -> str | None:
   if "sgm" not in aggregations and typed(("paths", "p1", "p2")): return f"{flags(typed(('paths', 'p1', 'p2')))} are for SGM; --aggregation is box"
   if args.cost != "census" and "census_window" in args.given: return "--census-window goes with --cost census"
   return None
+
+
+LIVE = ("source", "max_skew_ms", "left_device", "right_device", "gst_pipeline", "sim_drop", "frames", "snapshot_every", "video", "window",
+        "smoothing", "hysteresis", "range_m", "min_valid")
+NOT_LIVE = ("left", "right", "gt", "gt_right", "gt_scale", "eval_border", "target_bad1", "repeat", "save_disparity", "load_disparity", "scene")
+
+
+def live_flag_problem(args, typed) -> str | None:
+  """--live: the frames come from --source; flags of the single-pair demo would do nothing."""
+  import os
+  src = args.source
+  if typed(NOT_LIVE): return f"{flags(typed(NOT_LIVE))}: --live reads its frames from --source"
+  if len(args.size) != 1: return "--size takes one WIDTHxHEIGHT (--sizes is for --bench)"
+  if args.max_disp < 4: return "--max-disp must be at least 4"
+  if src not in ("sim", "argus", "v4l2") and not src.startswith("folder:"): return f"--source {src!r}: choose sim, argus, v4l2 or folder:PATH"
+  if src == "sim" and args.calib: return "--calib rectifies camera frames; --source sim renders rectified pairs with exact ground truth"
+  if args.calib and typed(("focal_px", "baseline_m")): return f"{flags(typed(('focal_px', 'baseline_m')))}: with --calib its Q matrix gives them"
+  for dests, only in ((("sim_drop", "noise"), "sim"), (("gst_pipeline",), "argus"), (("left_device", "right_device"), "v4l2")):
+    if src != only and typed(dests): return f"{flags(typed(dests))} go with --source {only}"
+  if args.bench:
+    if src != "sim": return "--live --bench runs on the simulated source (--source sim)"
+    if run_only := typed(("frames", "snapshot_every", "video", "window", "calib", "size")):
+      return f"{flags(run_only)} belong to the live run; --live --bench takes --sizes/--disparities"
+    return aggregation_problem(args, typed, {args.aggregation} if "aggregation" in args.given else {"box", "sgm"})
+  if typed(("sizes", "disparities")): return f"{flags(typed(('sizes', 'disparities')))} choose the --bench cases; add --bench"
+  if args.window and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    return "--window: no display here (DISPLAY is not set); live.jsonl, the snapshots and --video are written without one"
+  return aggregation_problem(args, typed, {args.aggregation})
