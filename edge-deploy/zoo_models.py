@@ -207,6 +207,8 @@ def vgg16(p: Params, x: Tensor) -> Tensor:
   return linear(p, x, "classifier.6", 1000)
 
 
+# --- plumbing: the registry, building a model, its layout and parameter count ------------------------------
+
 MODELS = {"resnet18": resnet18, "resnet50": resnet50, "mobilenet_v2": mobilenet_v2, "efficientnet_b0": efficientnet_b0, "vgg16": vgg16}
 # torchvision's published parameter counts (weights' meta "num_params"): the layout check
 TORCHVISION_PARAMS = {"resnet18": 11_689_512, "resnet50": 25_557_032, "mobilenet_v2": 3_504_872, "efficientnet_b0": 5_288_548,

@@ -263,6 +263,10 @@ def test_bad_input_is_one_line(resnet18_file, tmp_path):
   (tmp_path / "junk.pth").write_bytes(b"not a zip")
   bad_input(SCRIPT, "--model", "resnet18", "--weights", str(tmp_path / "junk.pth"), fragments=("cannot be read",))
   bad_input(SCRIPT, "--model", "mobilenet_v2", "--weights", str(resnet18_file[0]), fragments=("for mobilenet_v2", "key"))
+  bad_input(str(ROOT / "edge-deploy" / "zoo_torch_reference.py"), "--model", "alexnet", fragments=("--model", "alexnet"))
+  import importlib.util
+  if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None:
+    bad_input(str(ROOT / "edge-deploy" / "zoo_torch_reference.py"), "--quick", fragments=("PyTorch and torchvision are not installed",))
 
 
 @pytest.mark.slow
