@@ -9,7 +9,7 @@ to look in dmesg. Every rung prints PASS/FAIL and its time.
 with tinygrad's Python emulator: numbers are checked, times say nothing about a real GPU.
 `--report PATH` writes one markdown file to paste into an issue: the ladder, the device report and microbenchmarks.
 """
-import argparse, os, platform, subprocess, sys, time
+import argparse, os, platform, subprocess, sys, tempfile, time
 
 HINTS = {
   "nodes": "not a Jetson, or nvgpu/nvmap are not loaded (`lsmod | grep nvgpu`)",
@@ -32,6 +32,7 @@ def main() -> int:
   ap.add_argument("--fake", action="store_true", help="run against the fake Orin (no Jetson needed); same as TEGRA_FAKE=1")
   ap.add_argument("--report", metavar="PATH", help="write a markdown report (ladder, device report, microbenchmarks) to PATH")
   args = ap.parse_args()
+  if args.report and (why := report_unwritable(args.report)): ap.exit(2, f"error: --report {args.report}: {why}\n")   # before the ladder
   os.environ.setdefault("DEV", "TEGRA+NV")
   if args.fake: os.environ["TEGRA_FAKE"] = "1"
   fake = os.environ.get("TEGRA_FAKE") == "1"
@@ -172,6 +173,19 @@ def cacheable_comparison(fake:bool) -> str:
     out.append(f"={setting}: correct, {float(p.stdout.split('GBPS')[1]):.2f} GB/s")
   return "TEGRA_GPU_CACHEABLE" + "; ".join(out) + (" (fake: bandwidth means nothing)" if fake else "")
 
+def report_unwritable(path:str) -> str|None:
+  """Why `path` cannot take the report, or None: a folder, not a regular file, or no file can be made beside it."""
+  if os.path.isdir(path) or path.endswith(os.sep): return "is a folder, expected a file name"
+  if os.path.exists(path) and not os.path.isfile(path): return "exists and is not a regular file"
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder): return f"folder {folder} does not exist"
+  try:
+    fd, probe = tempfile.mkstemp(prefix=".report-probe-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+  except OSError as e: return f"cannot be written ({e.strerror or e})"
+  return None
+
 def write_report(path:str, lines:list[str], fake:bool):
   """One markdown file: the ladder, `python3 -m common.device` and its microbenchmarks (each in its own process)."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,6 +203,8 @@ def write_report(path:str, lines:list[str], fake:bool):
           section("Device report", ["-m", "common.device"]),
           "## Microbenchmarks\n\nnot run on the fake Orin: its kernels run in tinygrad's Python emulator, so times mean nothing.\n" if fake
           else section("Microbenchmarks", ["-m", "common.device", "--bench"])]
-  with open(path, "w") as f: f.write("\n".join(text))
+  fd, tmp = tempfile.mkstemp(prefix=".report-", dir=os.path.dirname(os.path.abspath(path)))     # whole or not at all
+  with os.fdopen(fd, "w") as f: f.write("\n".join(text))
+  os.replace(tmp, path)
 
 if __name__ == "__main__": sys.exit(main())

@@ -21,10 +21,13 @@ def _why(e: OSError) -> str:
   return f"{e.strerror or type(e).__name__} (errno {e.errno})" if e.errno else (e.strerror or str(e) or type(e).__name__)
 
 
-def _unwritable_reason(folder: Path) -> str | None:
+def _unwritable_reason(folder: Path, keep: bool = True) -> str | None:
   """Create `folder` if needed and prove a file can be made in it (a probe file is created and
-  removed). None when it can; otherwise why not."""
+  removed). None when it can; otherwise why not. keep=False removes again the folders it created,
+  so that a check alone leaves nothing behind (the write creates them: atomic_path)."""
   if folder.exists() and not folder.is_dir(): return f"{folder} exists and is not a folder"
+  created, f = [], folder
+  while not f.exists() and f != f.parent: created, f = created + [f], f.parent      # deepest first
   try:
     folder.mkdir(parents=True, exist_ok=True)
     fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
@@ -33,6 +36,9 @@ def _unwritable_reason(folder: Path) -> str | None:
     free = shutil.disk_usage(folder).free
   except OSError as e:
     return _why(e)
+  finally:
+    for d in created if not keep else []:
+      with contextlib.suppress(OSError): d.rmdir()
   return f"the disk is full ({free} bytes free)" if free < MIN_FREE_BYTES else None
 
 
@@ -47,12 +53,14 @@ def writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
 
 def writable_file(path: str | os.PathLike, what: str = "output file") -> Path:
   """Check now that `path` can be written atomically later: not a folder, not a device or pipe, an
-  existing file writable, its folder writable (see `writable_dir`)."""
+  existing file writable, its folder writable or creatable (see `writable_dir`; a folder made for the
+  check is removed again, so a run refused later leaves none behind)."""
   p = Path(path)
   if str(path).endswith(os.sep) or p.is_dir(): raise UserError(f"{what} {p}: is a folder, expected a file name")
   if p.exists() and not p.is_file(): raise UserError(f"{what} {p}: exists and is not a regular file")
   if p.exists() and not os.access(p, os.W_OK): raise UserError(f"{what} {p} cannot be written: permission denied")
-  if (why := _unwritable_reason(p.parent if str(p.parent) else Path("."))) is not None: raise UserError(f"{what} {p} cannot be written: {why}")
+  if (why := _unwritable_reason(p.parent if str(p.parent) else Path("."), keep=False)) is not None:
+    raise UserError(f"{what} {p} cannot be written: {why}")
   return p
 
 

@@ -28,3 +28,10 @@ def test_selftest_without_nodes_says_so_in_one_line():
   assert p.returncode != 0
   want = "FAIL nodes: /dev/nvgpu/igpu0/ctrl is missing -- not a Jetson, or nvgpu/nvmap are not loaded (`lsmod | grep nvgpu`)"
   assert p.stdout.strip().splitlines() == [want]
+
+
+def test_an_unwritable_report_path_is_refused_before_the_ladder(tmp_path):
+  for path, why in ((tmp_path / "no" / "r.md", "does not exist"), (tmp_path, "is a folder"), ("/proc/r.md", "cannot be written")):
+    p = subprocess.run([sys.executable, "-m", "backend.selftest", "--fake", "--report", str(path)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 2 and p.stdout == "" and p.stderr.count("\n") == 1 and why in p.stderr, (path, p.stdout, p.stderr)

@@ -29,6 +29,14 @@ def test_folder_where_a_file_should_go_and_file_where_a_folder_should_go(tmp_pat
   assert writable_dir(tmp_path / "new" / "deep").is_dir() and os.listdir(tmp_path / "new" / "deep") == []   # the probe is gone
 
 
+def test_checking_an_output_file_leaves_no_folder_behind(tmp_path):
+  """A run whose --json is checked, then refused for another reason, must not leave new empty folders."""
+  writable_file(tmp_path / "new" / "deep" / "x.json", "--json")
+  assert not (tmp_path / "new").exists()
+  save_json({"a": 1}, tmp_path / "new" / "deep" / "x.json")                  # the write itself creates them
+  assert (tmp_path / "new" / "deep" / "x.json").is_file()
+
+
 def test_full_disk_is_refused_before_work(tmp_path, monkeypatch):
   import shutil
   monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 4096))
