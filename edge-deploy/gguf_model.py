@@ -30,6 +30,11 @@ Decode is bandwidth-bound (llm.py's docstring): every weight byte is read once p
     bytes/token = Σ packed weight bytes (layers, final norm, output head) + one embedding row + the KV cache read
     achieved GB/s = bytes/token / (s/token),   compared with the copy bandwidth y = x + 1 measured in the same run
 A Q4_K weight is 4.5 bits, so the same model reads 3.6x fewer bytes per token than in fp16 (gguf_weights.py).
+To get near that bound on a GPU each matvec needs wide loads and enough threads per row: main() turns on the backend's
+matvec fix (MATVEC_FIX=0 leaves it off), and load_weights stacks the rows of projections that read the same input and
+share a block type, [Wq; Wk; Wv] and [Wgate; Wup], so each group is one matvec (never two matvecs in one kernel,
+which tinygrad would run with one thread per row): 13 kernels per layer (14 where q, k and v differ in type, as in
+some layers of a Q4_K_M file), 7 more per token.
 
 Run it
   python3 edge-deploy/llm.py --gguf model.gguf --prompt "The capital of France is" --max-tokens 32
@@ -42,7 +47,7 @@ after the JIT's two warm-up steps), kernels and bytes per token (counted and by 
 and its share of the copy bandwidth; --json writes them as common.bench records.
 """
 from __future__ import annotations
-import argparse, math, sys, time
+import argparse, math, os, sys, time
 from dataclasses import dataclass
 
 import edge_common as ec          # first: it imports common, which settles DEV before tinygrad reads it
@@ -52,7 +57,7 @@ from tinygrad import Device, Tensor, TinyJit, UOp, GlobalCounters, dtypes
 from common import UserError, check
 from common.bench import Bench, Timing, jit_kernel_count
 import gguf_file as gf
-from gguf_weights import linear, load_weight, load_vector
+from gguf_weights import linear, load_weight, load_vector, stack_rows
 from llm import greedy_token, rms_norm
 
 ROPE_STYLE = {"llama": "adjacent pairs", "qwen2": "halves", "qwen3": "halves"}
@@ -110,19 +115,29 @@ def attention(cfg: GGUFConfig, q: Tensor, cache: Tensor, start, T: int) -> Tenso
   return (scores.softmax(-1) @ values).reshape(H, T, hd).transpose(0, 1).reshape(T, H * hd)
 
 
+def projections(h: Tensor, w: dict, i: int, names: tuple[str, ...], sizes: tuple[int, ...]) -> list[Tensor]:
+  """h Wᵀ (+ b) for the projections `names` of layer i that read the same h: one matvec over their stacked rows when
+  load_weights stacked them (same block type), else one each, all but the last stored: never two matvecs in one
+  kernel (silu(gate)·up would be one), which tinygrad gives one thread per row. The last may fuse into its reader."""
+  if (stacked:=f"{i}.{'_'.join(names)}") in w: ys = list(linear(h, w[stacked]).split(list(sizes), dim=-1))
+  else: ys = [y.contiguous() if j < len(names) - 1 else y for j, y in enumerate(linear(h, w[f"{i}.{n}"]) for n in names)]
+  return [y if (b:=w.get(f"{i}.{n}_bias")) is None else y + b for y, n in zip(ys, names)]
+
+
 def transformer_layer(cfg: GGUFConfig, w: dict, i: int, x: Tensor, cache: Tensor, cos: Tensor, sin: Tensor, start, T: int) -> Tensor:
   """One block: attention with its KV cache write, then the gated FFN, each with a residual. x (T, d) float32."""
   H, Hkv, hd, style = cfg.heads, cfg.kv_heads, cfg.head_dim, ROPE_STYLE[cfg.arch]
   h = rms_norm(x, w[f"{i}.attn_norm"], cfg.norm_eps)
-  q, k, v = (linear(h, w[f"{i}.{n}"], w.get(f"{i}.{n}_bias")).reshape(T, heads, hd).transpose(0, 1)
-             for n, heads in (("q", H), ("k", Hkv), ("v", Hkv)))                            # (heads, T, hd)
+  q, k, v = projections(h, w, i, ("q", "k", "v"), (H * hd, Hkv * hd, Hkv * hd))
+  q, k, v = (p.reshape(T, heads, hd).transpose(0, 1) for p, heads in ((q, H), (k, Hkv), (v, Hkv)))   # (heads, T, hd)
   if cfg.qk_norm: q, k = rms_norm(q, w[f"{i}.q_norm"], cfg.norm_eps), rms_norm(k, w[f"{i}.k_norm"], cfg.norm_eps)
   q, k = rope(q, cos, sin, style), rope(k, cos, sin, style)
   cache[:, :, start:start + T, :].assign(k.stack(v).cast(cache.dtype))
   x = x + linear(attention(cfg, q, cache, start, T), w[f"{i}.o"])
   h = rms_norm(x, w[f"{i}.ffn_norm"], cfg.norm_eps)
+  gate, up = projections(h, w, i, ("gate", "up"), (cfg.hidden, cfg.hidden))
   # silu(gate)·up stored once (contiguous): fused into the down matvec it would be recomputed for each of its d rows
-  gated = (linear(h, w[f"{i}.gate"]).silu() * linear(h, w[f"{i}.up"])).contiguous()
+  gated = (gate.silu() * up).contiguous()
   return x + linear(gated, w[f"{i}.down"])
 
 
@@ -248,6 +263,9 @@ def load_weights(f: gf.GGUFFile, cfg: GGUFConfig) -> dict:
   for key, (name, shape) in common.progress(list(tensor_shapes(cfg).items()), desc="loading weights"):
     w[key] = load_weight(f, name) if len(shape) == 2 else load_vector(f, name, shape[0])
   if cfg.tied: w["head"] = w["embed"]
+  for i in range(cfg.layers):
+    for names in (("q", "k", "v"), ("gate", "up")):      # projections of one input in one block type: rows stacked
+      if len({w[f"{i}.{n}"].kind for n in names}) == 1: w[f"{i}.{'_'.join(names)}"] = stack_rows([w.pop(f"{i}.{n}") for n in names])
   return w
 
 
@@ -316,17 +334,31 @@ def step_counters(model: GGUFModel, token: int) -> tuple[int, int]:
 
 # --- plumbing: report, flags, main ---------------------------------------------------------------
 
-def report(model: GGUFModel, gen: Generation, prompt_len: int, copy_gbs: float, bench: Bench, counters: tuple[int, int] | None) -> dict:
+def enable_matvec_fix() -> str:
+  """The backend's matvec fix (backend/patches/matvec.py), on unless MATVEC_FIX=0: without it tinygrad lays a packed
+  matvec out with scalar loads and 16 threads per row, or one thread per row (a K-quant row of 2048 values is 8
+  blocks, too few to split), and decode runs far below the memory bandwidth. It changes only kernels with GPU
+  threads and shared memory: on a CPU, nothing. -> "on" or "off"."""
+  if os.environ.get("MATVEC_FIX") == "0": return "off"
+  import backend
+  from backend.patches import matvec
+  backend.install_matvec_fix()
+  return "on" if matvec.is_installed() else "off"
+
+
+def report(model: GGUFModel, gen: Generation, prompt_len: int, copy_gbs: float, bench: Bench, counters: tuple[int, int] | None,
+           matvec_fix: str = "off") -> dict:
   """The run's figures as a dict, as common.bench records in `bench` (prefill, decode), and printed as a table."""
   pre = gen.prefill_s.samples_s[0]
   bench.add(f"gguf prefill {prompt_len} tokens", gen.prefill_s, rate=(prompt_len, "tok/s"))
   res = {"arch": model.cfg.arch, "prompt_tokens": prompt_len, "generated_tokens": len(gen.ids), "stopped": gen.stopped,
          "prefill_s": pre, "prefill_first_call_s": gen.prefill_s.warmup_s[0], "prefill_tok_s": prompt_len / pre,
          "weight_bytes": sum(v.nbytes() for k, v in model.w.items() if not (k == "head" and model.cfg.tied)),
-         "weight_bytes_per_token": model.weight_bytes_per_token(), "copy_GBps": copy_gbs}
+         "weight_bytes_per_token": model.weight_bytes_per_token(), "copy_GBps": copy_gbs, "matvec_fix": matvec_fix}
   rows = [("prompt tokens, prefill tok/s", f"{prompt_len}, {res['prefill_tok_s']:.4g} (first call, compiling: {gen.prefill_s.warmup_s[0]:.3g} s)"),
           ("generated tokens", f"{len(gen.ids)} (stopped: {gen.stopped})"),
-          ("weight bytes / token", f"{res['weight_bytes_per_token'] / 1e6:,.2f} MB")]
+          ("weight bytes / token", f"{res['weight_bytes_per_token'] / 1e6:,.2f} MB"),
+          ("matvec fix", matvec_fix if Device[Device.DEFAULT].renderer.has_local else f"{matvec_fix} (no effect: no GPU threads here)")]
   if gen.decode_s.samples_s:
     ms, kv = gen.decode_s.median * 1e3, float(np.mean(gen.kv_bytes))
     per_token = res["weight_bytes_per_token"] + kv
@@ -390,11 +422,12 @@ def main(args: argparse.Namespace) -> int:
   ec.check_fits(weight_bytes + 2 * cfg.layers * cfg.kv_heads * cfg.head_dim * context * kv_dtype.itemsize + 2 * copy_mib * 2**20,
                 f"{f.path.name} with a context of {context}")
   bench = Bench(ec.PROJECT)
+  fix = enable_matvec_fix()                                                 # before the first kernel is compiled
   copy_gbs = ec.measure_copy_bandwidth(bench, copy_mib)
   model = GGUFModel(args.gguf, context, kv_dtype)
   print(f"prompt: {len(ids)} tokens\n{tok.decode(ids)}", end="", flush=True)
   gen = generate(model, tok, ids, args.max_tokens, args.temperature, args.top_p, args.seed)
   counters = step_counters(model, gen.ids[-1]) if gen.decode_s.samples_s and model.pos < context else None
-  report(model, gen, len(ids), copy_gbs, bench, counters)
+  report(model, gen, len(ids), copy_gbs, bench, counters, fix)
   bench.write_json(args.json)
   return 0 if check("share of the prompt's logits that are finite", gen.finite, 1.0) else 1

@@ -14,13 +14,25 @@ into one array per field, d, q, qs, ...) as device tensors, and `dequantize()` i
 whose loop loads the packed bytes, unpacks them in registers and accumulates in fp32; tinygrad's estimate of the
 bytes it moves is W's packed bytes plus x and y (tests/test_edge_gguf.py checks both, for every type).
 
+What makes that kernel fast on a GPU, where decode should run at the memory bandwidth:
+  - wide loads. tinygrad merges neighbouring loads into one vector load only for 32-bit and fp16 elements, so a field
+    of byte codes (q, qs, ql, qh) is kept as uint32 words, the same bytes (little-endian: byte j of a word is bits
+    8j..8j+7), and the dequantize shifts the bytes out of the words: 4 words are one 16-byte load;
+  - a thread layout: the backend's matvec fix (backend/patches/matvec.py, packed_matvec_opts) gives such a kernel 32
+    threads per row, each loading 16 bytes of codes per step (32 four-bit values), where tinygrad's own heuristic
+    gives 16 threads of scalar byte loads, or one thread per row for a K-quant (a row of 2048 is only 8 blocks).
+    gguf_model.main turns the fix on (MATVEC_FIX=0 leaves it off);
+  - no int -> float conversion per weight (a slow GPU instruction): code_minus below builds the float from bits.
+
 Memory layout per type (rows R, row length K):
   F32/F16 w (R, K) as stored; BF16 w (R, K) uint16, widened by a shift into fp32's top half
-  Q8_0  d (R, K/32) fp16, q (R, K/32, 32) int8                         8.5 bits per weight
-  Q4_0  d (R, K/32) fp16, qs (R, K/32, 16) uint8                       4.5
-  Q4_K  d, dmin (R, K/256) fp16, scales (R, K/256, 12) uint8, qs (R, K/256, 128) uint8    4.5
-  Q6_K  ql (R, K/256, 128) uint8, qh (R, K/256, 64) uint8, scales (R, K/256, 16) int8, d (R, K/256) fp16   6.5625
+  Q8_0  d (R, K/32) fp16, q (R, K/32, 8) uint32 (32 int8)                                  8.5 bits per weight
+  Q4_0  d (R, K/32) fp16, qs (R, K/32, 4) uint32 (16 bytes)                                 4.5
+  Q4_K  d, dmin (R, K/256) fp16, scales (R, K/256, 12) uint8, qs (R, K/256, 32) uint32       4.5
+  Q6_K  ql (R, K/256, 32) uint32, qh (R, K/256, 16) uint32, scales (R, K/256, 16) int8, d (R, K/256) fp16   6.5625
 The 6-bit Q4_K scales stay packed: they are unpacked in the kernel too (a few integer ops per value).
+`stack_rows` stacks the matrices that read the same input (q|k|v, gate|up: gguf_model.load_weights), so one matvec
+computes them.
 """
 from __future__ import annotations
 import math
@@ -54,6 +66,14 @@ class GGMLWeight:
     return GGMLWeight(self.kind, (next(iter(parts.values())).shape[0], self.shape[1]), parts)
 
 
+def stack_rows(ws: list[GGMLWeight]) -> GGMLWeight:
+  """[W₁; W₂; ...]: the rows of weights of one block type stacked, still packed, so that ONE matvec computes every
+  projection that reads the same input (q|k|v, gate|up): fewer kernels, and more rows for the GPU to spread."""
+  kind, K = ws[0].kind, ws[0].shape[1]
+  if any(w.kind != kind or w.shape[1] != K for w in ws): raise ValueError("stack_rows: the weights differ in block type or row length")
+  return GGMLWeight(kind, (sum(w.shape[0] for w in ws), K), {k: Tensor.cat(*[w.parts[k] for w in ws]).realize() for k in ws[0].parts})
+
+
 def linear(x: Tensor, w: GGMLWeight, bias: Tensor | None = None) -> Tensor:
   """y = x Wᵀ (+ b), x (T, K) float32 -> (T, rows) float32; W is dequantized inside the matmul's kernel."""
   y = x @ w.dequantize().T
@@ -63,16 +83,26 @@ def linear(x: Tensor, w: GGMLWeight, bias: Tensor | None = None) -> Tensor:
 def _shifts(step: int, shape: tuple[int, ...]) -> Tensor:
   """Shift amounts 0, step, 2·step, ... laid out in `shape` (ones elsewhere) for a broadcast. An arange, not a buffer:
   it becomes index arithmetic inside the kernel."""
-  return (Tensor.arange(math.prod(shape), dtype=dtypes.int32) * step).cast(dtypes.uint8).reshape(shape)
+  return (Tensor.arange(math.prod(shape), dtype=dtypes.uint32) * step).reshape(shape)
+
+
+def code_minus(code: Tensor, offset: int) -> Tensor:
+  """code − offset as float32, for an unsigned integer code < 2²³, without an int -> float conversion (a slow
+  instruction on a GPU: a quarter of the fp32 rate or less, and a decode step would need one per weight): the code
+  OR-ed into the mantissa of 2²³ is the float 2²³ + code, exactly, and one subtraction leaves code − offset."""
+  return (code | 0x4B000000).bitcast(dtypes.float32) - float(2 ** 23 + offset)
 
 
 def _q8_0(p: dict) -> Tensor:
-  return p["q"].float() * p["d"].float().unsqueeze(-1)                                     # (R, K/32, 32)
+  # byte j of word i is q[4i + j]; flipping its top bit turns the int8 q into the code q + 128
+  q = code_minus(((p["q"].unsqueeze(-1) >> _shifts(8, (1, 1, 1, 4))) & 255) ^ 128, 128)      # (R, K/32, 8, 4)
+  return q.flatten(-2) * p["d"].float().unsqueeze(-1)                                        # (R, K/32, 32)
 
 
 def _q4_0(p: dict) -> Tensor:
-  nibbles = (p["qs"].unsqueeze(-2) >> _shifts(4, (1, 1, 2, 1))) & 15                   # (R, K/32, 2, 16): low, high
-  return (nibbles.float() - 8) * p["d"].float().reshape(*p["d"].shape, 1, 1)
+  # value 16h + 4i + j of a block: nibble h of byte j of word i
+  nibbles = (p["qs"].reshape(*p["qs"].shape[:-1], 1, 4, 1) >> (_shifts(4, (1, 1, 2, 1, 1)) + _shifts(8, (1, 1, 1, 1, 4)))) & 15
+  return code_minus(nibbles, 8).flatten(-3) * p["d"].float().unsqueeze(-1)                   # (R, K/32, 32)
 
 
 def q4k_scales_mins(scales: Tensor) -> tuple[Tensor, Tensor]:
@@ -84,26 +114,30 @@ def q4k_scales_mins(scales: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _q4_k(p: dict) -> Tensor:
+  # value 64c + 32h + 4i + j of a block: nibble h of byte j of word 8c + i
   R, S = p["d"].shape
-  sc, mn = (t.float().reshape(R, S, 4, 2, 1) for t in q4k_scales_mins(p["scales"]))       # sub-block 2c + h
-  q = (p["qs"].reshape(R, S, 4, 1, 32) >> _shifts(4, (1, 1, 1, 2, 1))) & 15               # (R, S, 4, 2, 32)
-  d, dmin = (t.float().reshape(R, S, 1, 1, 1) for t in (p["d"], p["dmin"]))
-  return d * sc * q.float() - dmin * mn
+  sc, mn = (t.float().reshape(R, S, 4, 2, 1, 1) for t in q4k_scales_mins(p["scales"]))     # sub-block 2c + h
+  q = (p["qs"].reshape(R, S, 4, 1, 8, 1) >> (_shifts(4, (1, 1, 1, 2, 1, 1)) + _shifts(8, (1, 1, 1, 1, 1, 4)))) & 15
+  d, dmin = (t.float().reshape(R, S, 1, 1, 1, 1) for t in (p["d"], p["dmin"]))
+  return d * sc * code_minus(q, 0) - dmin * mn                                               # (R, S, 4, 2, 8, 4)
 
 
 def _q6_k(p: dict) -> Tensor:
-  # value 128n + 64a + 32b + 16s + t of a block (g = 2a + b, l = 16s + t) on axes (R, S, n, a, b, s, t)
+  # value 128n + 64a + 32b + 16s + 4i + j of a block (g = 2a + b, l = 16s + 4i + j) on axes (R, S, n, a, b, s, i, j):
+  # nibble a of ql[64n + 32b + l] (word 16n + 8b + 4s + i), bits 2g, 2g+1 of qh[32n + l] (word 8n + 4s + i); byte j
   R, S = p["d"].shape
-  ql = p["ql"].reshape(R, S, 2, 1, 2, 2, 16) >> _shifts(4, (1, 1, 1, 2, 1, 1, 1))              # nibble a of ql[64n + 32b + l]
-  qh = p["qh"].reshape(R, S, 2, 1, 1, 2, 16) >> _shifts(2, (1, 1, 1, 2, 2, 1, 1))
-  q6 = (ql & 15) | ((qh & 3) << 4)                                                          # bits 2g, 2g+1 of qh[32n + l]
-  scale = p["scales"].float().reshape(R, S, 2, 2, 2, 2, 1)                                  # scales[8n + 4a + 2b + s]
-  return p["d"].float().reshape(R, S, 1, 1, 1, 1, 1) * scale * (q6.float() - 32)
+  ql = p["ql"].reshape(R, S, 2, 1, 2, 2, 4, 1) >> (_shifts(4, (1, 1, 1, 2, 1, 1, 1, 1)) + _shifts(8, (1, 1, 1, 1, 1, 1, 1, 4)))
+  qh = p["qh"].reshape(R, S, 2, 1, 1, 2, 4, 1) >> (_shifts(2, (1, 1, 1, 2, 2, 1, 1, 1)) + _shifts(8, (1, 1, 1, 1, 1, 1, 1, 4)))
+  q6 = (ql & 15) | ((qh & 3) << 4)
+  scale = p["scales"].float().reshape(R, S, 2, 2, 2, 2, 1, 1)                               # scales[8n + 4a + 2b + s]
+  return p["d"].float().reshape(R, S, 1, 1, 1, 1, 1, 1) * scale * code_minus(q6, 32)
 
 
 def _bf16(p: dict) -> Tensor: return (p["w"].cast(dtypes.uint32) << 16).bitcast(dtypes.float32)
 
 
+# the fields of packed codes, kept on the device as uint32 words (4 bytes each, little-endian: byte j = bits 8j..8j+7)
+WORD_FIELDS = {"Q8_0": ("q",), "Q4_0": ("qs",), "Q4_K": ("qs",), "Q6_K": ("ql", "qh")}
 DEQUANTIZE = {"F32": lambda p: p["w"].float(), "F16": lambda p: p["w"].float(), "BF16": _bf16,
               "Q8_0": _q8_0, "Q4_0": _q4_0, "Q4_K": _q4_k, "Q6_K": _q6_k}
 
@@ -114,8 +148,14 @@ def load_weight(f: gf.GGUFFile, name: str) -> GGMLWeight:
   """A matrix from the file onto the default device, in its block format (the bytes the file holds)."""
   info = f.info(name)
   if len(info.shape) != 2: raise gf.UserError(f"{f.path}: tensor {name} has shape {info.shape}, expected a matrix")
-  parts = {k: Tensor(np.ascontiguousarray(v)).realize() for k, v in f.parts(name).items()}
-  return GGMLWeight(info.type_name, info.shape, parts)
+  return weight_from_parts(info.type_name, info.shape, f.parts(name))
+
+
+def weight_from_parts(kind: str, shape: tuple[int, int], parts: dict[str, np.ndarray]) -> GGMLWeight:
+  """gguf_file.split_blocks' fields on the device; the packed code bytes viewed as little-endian uint32 words (the same
+  bytes), so that the matvec loads them 16 bytes at a time."""
+  words = {k: np.ascontiguousarray(v).view(np.uint32) if k in WORD_FIELDS.get(kind, ()) else np.ascontiguousarray(v) for k, v in parts.items()}
+  return GGMLWeight(kind, shape, {k: Tensor(v).realize() for k, v in words.items()})
 
 
 def load_vector(f: gf.GGUFFile, name: str, length: int) -> Tensor:

@@ -1,6 +1,8 @@
 """The fp16 matvec fix: rendered for sm_87 with the PTX renderer (no GPU, no CUDA toolkit), an fp16 1xN @ NxN gets the
 vector layout with the fix (UNROLL 8 halves = one 16-byte load per thread, GROUP 32 threads per row) and only GROUPTOP
-without it. Also checks that compile worker processes pick the fix up."""
+without it. Also checks that compile worker processes pick the fix up, and that GGUF matvecs (packed codes dequantized
+in the kernel, edge-deploy/gguf_weights.py) get 16-byte loads and 32 threads per row with the fix, with the same numbers
+on tinygrad's PYTHON device, which runs GPU threads one by one."""
 import os, subprocess, sys, textwrap
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,3 +63,91 @@ def test_compile_workers_apply_the_fix():
                      capture_output=True, text=True, timeout=120)
   assert p.returncode == 0, p.stderr[-2000:]
   assert p.stdout.strip().splitlines()[-1] == "True"
+
+
+# ---- GGUF matvecs: packed codes dequantized in the kernel (edge-deploy/gguf_weights.py) --------------------------
+
+GGUF_SCRIPT = """
+import json, math, re, sys
+sys.path.insert(0, "edge-deploy")
+import numpy as np
+from tinygrad import Tensor
+from tinygrad.uop.ops import Ops
+from tinygrad.renderer.ptx import PTXRenderer
+from tinygrad.helpers import Target
+from tinygrad.codegen import to_program
+import backend
+if sys.argv[1] == "fix": backend.install_matvec_fix()
+import gguf_file as gf, gguf_weights as gw
+ren = PTXRenderer(Target("CUDA", "PTX", "sm_87"))
+R, K = 2048, 2048                                  # LLaMA 3.2 1B's q projection
+out = {}
+for kind in sys.argv[2:]:
+  per, nbytes = gf.BLOCKS[kind]
+  w = gw.weight_from_parts(kind, (R, K), gf.split_blocks(kind, np.zeros(R * K // per * nbytes, np.uint8), (R, K)))
+  y = gw.linear(Tensor.empty(1, K), w)
+  (ast,) = [c.src[0] for c in y.schedule_linear().src if c.op is Ops.CALL and c.src[0].op is Ops.SINK]
+  prg = to_program(ast, ren)                      # PTX for sm_87 is text: no GPU, no CUDA toolkit
+  sink, src = prg.src[0], prg.src[2].arg
+  groups = [o.arg for o in sink.arg.applied_opts if o.op.name in ("GROUP", "GROUPTOP")]
+  out[kind] = {"opts": [(o.op.name, o.arg) for o in sink.arg.applied_opts], "threads_per_row": math.prod(groups),
+               "v4_u32": len(re.findall(r"ld\\.global\\.v4\\.u32", src)), "byte_loads": len(re.findall(r"ld\\.global\\.[us]8", src)),
+               "cvt_per_code": len(re.findall(r"cvt\\.rn\\.f32\\.u32", src)), "mem": int(sink.arg.estimates.mem), "packed": w.nbytes()}
+print(json.dumps(out))
+"""
+
+PACKED = ("Q8_0", "Q4_0", "Q4_K", "Q6_K")
+
+def gguf_layout(fix: str, *kinds: str) -> dict:
+  import json
+  env = {**os.environ, "DEV": "NULL", "PYTHONPATH": ROOT, "MATVEC_FIX": "0"}
+  p = subprocess.run([sys.executable, "-c", GGUF_SCRIPT, fix, *kinds], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-2000:]
+  return json.loads(p.stdout.strip().splitlines()[-1])
+
+def test_gguf_matvecs_get_16_byte_loads_and_32_threads_per_row_with_the_fix():
+  for kind, k in gguf_layout("fix", *PACKED).items():
+    assert k["threads_per_row"] == 32, (kind, k)
+    assert k["v4_u32"] >= 1 and k["byte_loads"] <= 6, (kind, k)   # codes as uint32 x 4 = 16 bytes (Q4_K: 6 bytes of scales)
+    assert k["cvt_per_code"] == 0, (kind, k)                        # floats from bits (gguf_weights.code_minus)
+    assert k["mem"] == k["packed"] + 2 * 2048 * 4, (kind, k)         # W's packed bytes, x and y, once
+  assert gguf_layout("fix", "Q8_0")["Q8_0"]["opts"] == [["UNROLL", 4], ["UNROLL", 4], ["GROUP", 32]]   # 4 bytes x 4 words
+
+def test_gguf_matvecs_without_the_fix_get_tinygrads_layout():
+  # what the H200 ran before the fix: 16 threads and scalar loads (Q8_0), one thread per 4 rows of a K-quant
+  stock = gguf_layout("nofix", "Q8_0", "Q4_K")
+  assert stock["Q8_0"]["opts"] == [["GROUPTOP", 16]] and stock["Q8_0"]["v4_u32"] == 0
+  assert stock["Q4_K"]["threads_per_row"] == 1
+
+def test_gguf_matvec_layout_computes_the_same_numbers_on_emulated_gpu_threads():
+  # tinygrad's PYTHON device runs the kernel thread by thread, with local ids and shared memory as on a GPU: the
+  # layout (several GROUP axes whose partial sums meet in shared memory) must not change the result
+  code = textwrap.dedent("""
+    import math, sys
+    sys.path.insert(0, "edge-deploy")
+    import numpy as np
+    import backend
+    backend.install_matvec_fix()
+    from tinygrad import Tensor, Device
+    from tinygrad.uop.ops import Ops
+    from backend.patches import matvec
+    import gguf_file as gf, gguf_weights as gw
+    rng = np.random.default_rng(0)
+    R, K = 3, 2048
+    for kind in sys.argv[1:]:
+      per, nbytes = gf.BLOCKS[kind]
+      parts = gf.split_blocks(kind, rng.integers(0, 256, size=R * K // per * nbytes, dtype=np.uint8), (R, K))
+      for scale in ("d", "dmin"):                  # random codes, block scales of a real model's size
+        if scale in parts: parts[scale] = rng.uniform(0.005, 0.015, size=parts[scale].shape).astype(np.float16)
+      x, w = rng.standard_normal((1, K)).astype(np.float32), gw.weight_from_parts(kind, (R, K), parts)
+      (ast,) = [c.src[0] for c in gw.linear(Tensor.empty(1, K), w).schedule_linear().src if c.op is Ops.CALL and c.src[0].op is Ops.SINK]
+      groups = [o.arg for o in matvec.applied_opts(ast, Device[Device.DEFAULT].renderer) if o.op.name == "GROUP"]
+      y = gw.linear(Tensor(x), w).numpy()
+      ref = x.astype(np.float64) @ gf.dequantize_parts(kind, parts).astype(np.float64).T
+      print(kind, math.prod(groups), float(np.abs(y - ref).max() / np.abs(ref).max()))
+  """)
+  p = subprocess.run([sys.executable, "-c", code, *PACKED], cwd=ROOT, env={**os.environ, "DEV": "PYTHON", "PYTHONPATH": ROOT, "MATVEC_FIX": "0"},
+                     capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-2000:]
+  runs = {kind: (int(threads), float(err)) for kind, threads, err in (line.split() for line in p.stdout.strip().splitlines()[-len(PACKED):])}
+  assert set(runs) == set(PACKED) and all(threads == 32 and err < 1e-5 for threads, err in runs.values()), runs

@@ -324,6 +324,14 @@ def test_prefill_then_decode_equals_feeding_token_by_token(models):
   for t, a in zip((7, 8, 9), after): np.testing.assert_allclose(model.step(t)[0].numpy(), a, rtol=0, atol=1e-4 * np.abs(a).max())
 
 
+def test_projections_of_one_input_and_one_block_type_are_stacked_into_one_matvec(models):
+  # qwen2: q, k, v and gate, up all Q8_0 -> one matrix each; llama: every projection in another type -> kept apart
+  qwen2, llama = models["qwen2"].w, models["llama"].w
+  assert {"0.q_k_v", "0.gate_up"} <= set(qwen2) and not {"0.q", "0.k", "0.v", "0.gate", "0.up"} & set(qwen2)
+  assert qwen2["0.q_k_v"].shape == ((HEADS + 2 * KV_HEADS) * DIM // HEADS, DIM) and qwen2["0.gate_up"].shape == (2 * HIDDEN, DIM)
+  assert {"0.q", "0.k", "0.v", "0.gate", "0.up"} <= set(llama) and "0.q_k_v" not in llama
+
+
 def test_a_decode_step_reads_each_weight_byte_once(models):
   model = models["llama"]
   model.pos = 0

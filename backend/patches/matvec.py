@@ -14,6 +14,14 @@ that and the row) and lays the kernel out the way a hand-written GPU matvec is l
 so each thread issues one 16-byte load per step and a warp reads 512 contiguous bytes of its row; the T partial sums meet
 in shared memory. Measured on an H200 (fp16, in a CUDA graph, weights larger than L2): LLaMA 3.2 1B's down projection
 (2048 × 8192) 226 GB/s with tinygrad's rule -> 2,926 GB/s; the 128,256 × 2048 output head (RMSNorm folded in) 2,132 -> 4,088 GB/s.
+Quantized matvecs (edge-deploy/gguf_weights.py: GGUF blocks of 8-, 6- or 4-bit codes stored as uint32 words, the
+dequantize written as shifts and masks and fused into the matvec) match neither rule: their matrix side is not a MUL
+of loads, and the reduce is several ranges (blocks, words, and the byte/nibble axes that pick values out of a word).
+tinygrad gives them 16 threads of scalar loads per row, or, for a K-quant whose row is only K/256 blocks, one thread
+per row. packed_matvec_opts walks the reduce ranges in the memory order of the codes: the unpacking axes are unrolled
+(one word's values in registers), the contiguous words are unrolled to one 16-byte load, and the next ranges are
+split over 32 threads, so a warp reads 512 contiguous bytes of codes per step, the same load width and thread count as
+the fp16 layout above.
 Every other kernel goes to tinygrad's heuristic unchanged; so do fp32 matvecs that tinygrad's own rule already handles.
 Tuning: MV_THREADS_PER_ROW (32), MV_BLOCKSIZE (rows per workgroup, 1), MV_ROWS_PER_THREAD (1), MV_LOAD_BYTES (16).
 
@@ -95,6 +103,84 @@ def vector_matvec_opts(k, threads_per_row:int, rows_per_block:int, rows_per_thre
   except (KernelOptError, ValueError): return None
   return k
 
+def _stride(idx, rng):
+  """rng's coefficient in the affine index `idx` (0: idx does not use rng), or None where rng sits inside a division
+  or modulo (not a plain stride)."""
+  from tinygrad.uop.ops import Ops
+  stride = 0
+  for term in idx.split_uop(Ops.ADD):
+    if term is rng: stride += 1
+    elif term.op is Ops.MUL and rng in term.src and (c:=term.src[1] if term.src[0] is rng else term.src[0]).op is Ops.CONST: stride += c.arg
+    elif rng in term.backward_slice_with_self: return None
+  return stride
+
+def _packed_matrix(k):
+  """The INDEX of W, the largest load indexed by a row and by the reduce, when the kernel is a matvec y = W x at
+  batch 1 (it has a vector load too: one indexed by reduce ranges only) whose matrix side is any elementwise
+  expression of W (a dequantize: shifts, masks, block scales) and W holds integer codes; else None."""
+  from tinygrad.uop.ops import Ops, AxisType
+  from tinygrad.dtype import dtypes
+  if not (k.ren.has_local and k.ren.has_shared and k.reduceop is not None and k.reduceop.arg[0] is Ops.ADD and len(k.reduceops) == 1
+          and k.ranges_of(AxisType.REDUCE) and k.ranges_of(AxisType.GLOBAL)): return None
+  reduces, rows = set(k.ranges_of(AxisType.REDUCE)), set(k.ranges_of(AxisType.GLOBAL))
+  loads = [u for u in k.reduceop.src[0].toposort() if u.op is Ops.INDEX]
+  matrix = [u for u in loads if (rs:=set(u.src[1].get_idx().ranges)) & reduces and rs & rows]
+  vector = [u for u in loads if (rs:=set(u.src[1].get_idx().ranges)) & reduces and not rs & rows]
+  if not matrix or not vector: return None
+  w = max(matrix, key=lambda u: u.src[0].buf_uop.max_numel() * u.dtype.itemsize)
+  return w if dtypes.is_int(w.dtype) else None
+
+def packed_matvec_opts(k, threads_per_row:int, rows_per_block:int, rows_per_thread:int, load_bytes:int=16, max_unroll:int=32):
+  """The vector layout for a matvec whose weights are packed codes dequantized in the kernel (gguf_weights.py: uint32
+  words of 8-bit, 4-bit or 6-bit codes, fp16 block scales). Such a kernel has several reduce ranges: the blocks, the
+  words of a block, and the axes that pick a byte, nibble or bit pair out of a word, which the matrix load W (the
+  largest one) is not indexed by. Walking the reduce ranges from the innermost, in W's memory order:
+     an unpacking axis (W does not depend on it)    UNROLL fully: the values one loaded word holds, in registers
+     the contiguous axes of W                       UNROLL up to V = load_bytes / itemsize (4 words: one 16-byte load),
+                                                    then GROUP up to threads_per_row threads on the next ones
+  so a warp reads threads_per_row · load_bytes contiguous bytes of W's row per step (a Q4_K row of K = 2048 is 1 KiB
+  of codes: all of it in one step) and each thread unpacks its 16 bytes into 32 values. The walk stops at a range
+  W is not contiguous along (or an unpacking axis larger than 8): the ranges left are each thread's loop. Returns None
+  when the walk finds no 16-byte load or no range to split over threads (W is not read along the reduce)."""
+  from tinygrad.codegen.opt import Opt, OptOps, KernelOptError
+  from tinygrad.uop.ops import Ops, AxisType
+  if (matrix:=_packed_matrix(k)) is None: return None
+  idx, vec = matrix.src[1].get_idx(), max(1, load_bytes // matrix.dtype.itemsize)
+  unroll, group, contiguous, unrolled = [], [], 1, 1     # contiguous: W's stride that the next range must have
+  for r in reversed(k.ranges_of(AxisType.REDUCE)):
+    if r.src[0].op is not Ops.CONST: return None
+    size, stride = r.src[0].arg, _stride(idx, r)
+    if stride is None: return None
+    if stride == 0:
+      if size > 8: break
+      unroll.append((r.arg, size))
+      unrolled *= size
+    elif stride != contiguous: break
+    else:
+      take = 1
+      if vec > 1:
+        take = next(t for t in range(min(vec, size), 0, -1) if size % t == 0 and vec % t == 0)
+        if take > 1: unroll.append((r.arg, take))
+        vec, unrolled = vec // take, unrolled * take
+      rest = size // take
+      if vec == 1 and threads_per_row > 1 and rest > 1:
+        g = next(t for t in range(min(threads_per_row, rest), 0, -1) if rest % t == 0 and threads_per_row % t == 0)
+        if g > 1: group.append((r.arg, g))
+        threads_per_row //= g
+      contiguous = stride * size
+    if (vec == 1 and threads_per_row == 1) or unrolled > max_unroll: break
+  if not group or vec > 1 or unrolled > max_unroll: return None
+  k = k.copy()
+  def axis(dims, arg): return next(i for i, d in enumerate(dims) if k.rngs[d].arg == arg)
+  try:
+    for arg, n in unroll: k.apply_opt(Opt(OptOps.UNROLL, axis(k.unrollable_dims, arg), n))
+    for arg, n in group: k.apply_opt(Opt(OptOps.GROUP, axis(k.axes_of(AxisType.REDUCE), arg), n))
+    glob = k.axes_of(AxisType.GLOBAL)[0]
+    if rows_per_block > 1: k.apply_opt(Opt(OptOps.LOCAL, glob, rows_per_block))
+    if rows_per_thread > 1: k.apply_opt(Opt(OptOps.UPCAST, glob, rows_per_thread))
+  except (KernelOptError, ValueError, StopIteration): return None
+  return k
+
 def vector_reduce_opts(k, threads:int=32, load_bytes:int=16):
   """A whole contiguous vector reduced to one number (the mean(x²) of an RMSNorm at batch 1): the same layout as a
   matvec row, V-wide loads (UNROLL) and `threads` threads (GROUP). tinygrad's heuristic gives such a kernel 16 threads
@@ -113,7 +199,8 @@ def vector_reduce_opts(k, threads:int=32, load_bytes:int=16):
 
 def hand_coded_optimizations(k):
   """tinygrad's heuristic, except for matvecs its MATVEC rule misses (fp16, fused scales), which get vector_matvec_opts,
-  and whole-vector reductions, which get vector_reduce_opts."""
+  matvecs over packed integer codes, which get packed_matvec_opts, and whole-vector reductions, which get
+  vector_reduce_opts."""
   from tinygrad.codegen.opt import OptOps
   from tinygrad.uop.ops import Ops
   from tinygrad.helpers import getenv
@@ -122,8 +209,9 @@ def hand_coded_optimizations(k):
   if any(o.op is OptOps.TC for o in stock.applied_opts): return stock
   if (mul:=k.reduceop) is not None and mul.src[0].op is Ops.MUL and all(s.op is Ops.INDEX for s in mul.src[0].src): return stock
   if getenv("MV", 1) == 0: return stock
-  return (vector_matvec_opts(k, getenv("MV_THREADS_PER_ROW", 32), getenv("MV_BLOCKSIZE", 1), getenv("MV_ROWS_PER_THREAD", 1),
-                             getenv("MV_LOAD_BYTES", 16)) or (vector_reduce_opts(k) if getenv("MV_REDUCE", 1) else None) or stock)
+  layout = (getenv("MV_THREADS_PER_ROW", 32), getenv("MV_BLOCKSIZE", 1), getenv("MV_ROWS_PER_THREAD", 1), getenv("MV_LOAD_BYTES", 16))
+  return (vector_matvec_opts(k, *layout) or packed_matvec_opts(k, *layout) or (vector_reduce_opts(k) if getenv("MV_REDUCE", 1) else None)
+          or stock)
 
 def _worker_init():
   """Runs first in every spawned worker: a fresh interpreter, where tinygrad's own initializer is still in place."""
