@@ -62,7 +62,7 @@ SCORE_EVERY = 5          # simulated source: the disparity map is downloaded and
 class AvoidConfig:
   rows: int = 3
   cols: int = 8
-  smoothing: float = 0.3       # α of the exponential smoothing of each band's clearance
+  smoothing: float = 0.5       # α of the exponential smoothing of each band's clearance
   hysteresis: float = 0.15     # the heading moves only to a band this much better (fraction)
   range_m: float = 3.0         # clearance is capped here: farther counts as free
   min_valid: float = 0.1       # share of valid pixels below which a band is unknown this frame
@@ -147,8 +147,15 @@ class HeadingFilter:
     return np.minimum(near.min(axis=0), self.cfg.range_m), known
 
   def update(self, near: np.ndarray, share: np.ndarray) -> dict:
-    c, a = self.cfg, self.cfg.smoothing
     clear, known = self.band_clearance(near, share)
+    out = self.update_bands(clear, known)
+    seen = np.where(np.isfinite(near), near, np.inf)
+    r, b = np.unravel_index(int(np.argmin(seen)), seen.shape)
+    return {**out, "nearest_m": float(seen[r, b]) if np.isfinite(seen[r, b]) else None, "nearest_deg": float(self.angles[b]),
+            "raw_clearance_m": [round(float(v), 3) if k else None for v, k in zip(clear, known)]}
+
+  def update_bands(self, clear: np.ndarray, known: np.ndarray) -> dict:
+    c, a = self.cfg, self.cfg.smoothing
     fresh = np.isnan(self.smooth)
     self.smooth = np.where(known, np.where(fresh, clear, a * clear + (1 - a) * np.nan_to_num(self.smooth)), self.smooth)
     self.age = np.where(known, 0, self.age + 1)
@@ -160,11 +167,8 @@ class HeadingFilter:
       score = np.where(finite, self.smooth, -np.inf)
       best = int(np.argmax(score - 1e-3 * np.abs(np.arange(c.cols) - ref)))       # ties: nearer the current heading
       if self.band is None or not finite[self.band] or score[best] > (1 + c.hysteresis) * score[self.band]: self.band = best
-    seen = np.where(np.isfinite(near), near, np.inf)
-    r, b = np.unravel_index(int(np.argmin(seen)), seen.shape)
     return {"heading": "unknown" if self.band is None else "ok", "band": self.band,
             "heading_deg": None if self.band is None else float(self.angles[self.band]),
-            "nearest_m": float(seen[r, b]) if np.isfinite(seen[r, b]) else None, "nearest_deg": float(self.angles[b]),
             "clearance_m": [None if not np.isfinite(v) else round(float(v), 3) for v in self.smooth]}
 
 
@@ -174,12 +178,12 @@ def snapshot_image(left: np.ndarray, disparity: np.ndarray, valid: np.ndarray, m
   """left | disparity (colour, invalid black), with a clearance bar below: green free .. red near, grey unknown, heading white."""
   h, w = left.shape
   top = np.concatenate([np.repeat(left[:, :, None], 3, axis=2), colorize(disparity, valid, 0.0, float(max_disp - 1))], axis=1)
-  bar = np.full((max(8, h // 12), 2 * w, 3), 80, np.uint8)
-  edges = np.linspace(0, 2 * w, len(result["clearance_m"]) + 1).astype(int)
+  bar = np.full((max(8, h // 12), w, 3), 80, np.uint8)            # under each panel, aligned with its columns
+  edges = np.linspace(0, w, len(result["clearance_m"]) + 1).astype(int)
   for b, v in enumerate(result["clearance_m"]):
     if v is not None: bar[:, edges[b]:edges[b + 1]] = (np.array([1 - v / range_m, v / range_m, 0.1]).clip(0, 1) * 255).astype(np.uint8)
     if b == result["band"]: bar[: bar.shape[0] // 3, edges[b]:edges[b + 1]] = 255
-  return np.concatenate([top, bar], axis=0)
+  return np.concatenate([top, np.concatenate([bar, bar], axis=1)], axis=0)
 
 
 class LiveOutputs:

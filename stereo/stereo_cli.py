@@ -89,7 +89,7 @@ def add_live_flags(g) -> None:
   g.add_argument("--snapshot-every", type=nonnegative_int, default=30, help="write snapshot_NNNNNN.png every N frames (0: none)")
   g.add_argument("--video", metavar="PATH", default=None, help="also write an MJPEG AVI of the snapshots here (needs OpenCV)")
   g.add_argument("--window", action="store_true", help="show the frames in a window (needs a display and OpenCV with a GUI)")
-  g.add_argument("--smoothing", type=float_range(0.01, 1), default=0.3, help="α of the exponential smoothing of each band's clearance")
+  g.add_argument("--smoothing", type=float_range(0.01, 1), default=0.5, help="α of the exponential smoothing of each band's clearance")
   g.add_argument("--hysteresis", type=float_range(0, 10), default=0.15, help="the heading moves only to a band this much clearer (fraction)")
   g.add_argument("--range-m", type=float_range(0.05, 1000), default=None, help="clearance cap (farther is free); None: 3 m, sim: the scene's 6u")
   g.add_argument("--min-valid", type=float_range(0, 1), default=0.1, help="share of valid pixels below which a band is unknown")
