@@ -277,9 +277,15 @@ class CaptureThread:
     except BaseException as e: self.error = e         # re-raised in the consumer's thread (one-line errors stay one line)
     finally: self.q.put(None)
 
-  def get(self) -> StereoPair | None:
-    """The next pair, or None when the source ended (an error in the capture thread is raised here)."""
-    item = self.q.get()
+  def get(self, give_up=lambda: False) -> StereoPair | None:
+    """The next pair, or None when the source ended or give_up() turned true while waiting (a stalled camera
+    must not keep Ctrl-C from ending the loop). An error in the capture thread is raised here."""
+    while True:
+      try:
+        item = self.q.get(timeout=0.1)
+        break
+      except queue.Empty:
+        if give_up(): return None
     if item is None:
       self.q.put(None)
       if self.error is not None: raise self.error

@@ -249,7 +249,7 @@ def run_frames(pipe: LivePipeline, cap: CaptureThread, limit: int | None, on_fra
   k, clock = 0, time.perf_counter
   while (limit is None or k < limit) and (stop is None or stop.signal is None):
     t0 = clock()
-    pair = cap.get()
+    pair = cap.get(give_up=lambda: stop is not None and stop.signal is not None)
     if pair is None: break
     t1 = clock()
     left, right = Tensor(pair.left).realize(), Tensor(pair.right).realize()

@@ -203,7 +203,8 @@ def test_live_loop_on_sim_passes_its_checks_and_writes_complete_files(tmp_path):
 @pytest.mark.slow
 def test_live_loop_stops_cleanly_on_sigint(tmp_path):
   env = {k: v for k, v in os.environ.items() if k not in ("DEV", "JITBEAM", "BEAM")} | CPU
-  proc = subprocess.Popen([sys.executable, SCRIPT, "--live", "--quick", "--frames", "100000", "--aggregation", "box", "--out", str(tmp_path)],
+  proc = subprocess.Popen([sys.executable, SCRIPT, "--live", "--quick", "--frames", "100000", "--aggregation", "box", "--out", str(tmp_path),
+                           "--video", str(tmp_path / "live.avi")],
                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   log, deadline = tmp_path / "live.jsonl", time.time() + 120
   while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < 4): time.sleep(0.2)
@@ -215,6 +216,10 @@ def test_live_loop_stops_cleanly_on_sigint(tmp_path):
   recs = [json.loads(line) for line in lines]                    # every line complete
   summary = json.loads((tmp_path / "live_summary.json").read_text())
   assert summary["interrupted"] and summary["frames"] == len(recs) >= 4
+  cv2 = pytest.importorskip("cv2")
+  video, frames = cv2.VideoCapture(str(tmp_path / "live.avi")), 0
+  while video.read()[0]: frames += 1
+  assert frames == len(recs)                                     # the video was closed properly and renamed into place
 
 
 @pytest.mark.slow
