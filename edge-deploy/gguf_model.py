@@ -11,6 +11,7 @@ The forward pass, shapes for T tokens at positions start..start+T−1 (T = promp
                 q, k = RMSNorm per head (Qwen3: attn_q_norm, attn_k_norm), then RoPE at their positions
                 K, V cache[start : start+T] = k, v;   S = start + T keys in all
                 a = softmax(q Kᵀ/√hd + causal mask) V       query head j reads KV head j // (H/Hkv): grouped-query attention
+                                                             (RMSNorm, RoPE and attention: decoder_math.py, shared with llm.py)
                 x += a Woᵀ;   x += (silu(h Wgᵀ) ⊙ h Wuᵀ) Wdᵀ with h = RMSNorm(x)
     logits = RMSNorm(x_last) Wheadᵀ                              (1, V); no output.weight: Whead = E (tied)
 The causal mask lets query t (position start + t) see keys s ≤ start + t: prefill computes all T rows with matmuls in
@@ -24,7 +25,7 @@ Which coordinates pair up is the classic bug. Hugging Face's LLaMA pairs (x_j, x
 llama.cpp's converter permutes the rows of Wq and Wk of a llama model per head (row 2j <- row j, row 2j+1 <- row
 j + hd/2; convert_hf_to_gguf.py LlamaModel.permute), so that in a GGUF llama the pairs are adjacent, (x_{2j}, x_{2j+1}),
 and llama.cpp rotates them so (rope type NORM). Qwen2 and Qwen3 are stored unpermuted and rotate (x_j, x_{j+hd/2})
-(rope type NEOX). ROPE_STYLE below says which; the tests compare against a numpy forward in Hugging Face's convention.
+(rope type NEOX). ROPE_PAIRS below says which; the tests compare against a numpy forward in Hugging Face's convention.
 
 Decode is bandwidth-bound (llm.py's docstring): every weight byte is read once per token, so
     bytes/token = Σ packed weight bytes (layers, final norm, output head) + one embedding row + the KV cache read
@@ -33,8 +34,9 @@ A Q4_K weight is 4.5 bits, so the same model reads 3.6x fewer bytes per token th
 To get near that bound on a GPU each matvec needs wide loads and enough threads per row: main() turns on the backend's
 matvec fix (MATVEC_FIX=0 leaves it off), and load_weights stacks the rows of projections that read the same input and
 share a block type, [Wq; Wk; Wv] and [Wgate; Wup], so each group is one matvec (never two matvecs in one kernel,
-which tinygrad would run with one thread per row): 13 kernels per layer (14 where q, k and v differ in type, as in
-some layers of a Q4_K_M file), 7 more per token.
+which tinygrad would run with one thread per row): 11 kernels per layer as in llm.py, the softmax's denominator summed
+inside the P·V loop (decoder_math.attention; 12 where q, k and v differ in type, as in the Q4_K_M layers whose attn_v
+is Q6_K), 7 more per token.
 
 Run it
   python3 edge-deploy/llm.py --gguf model.gguf --prompt "The capital of France is" --max-tokens 32
@@ -53,67 +55,17 @@ from dataclasses import dataclass
 import edge_common as ec          # first: it imports common, which settles DEV before tinygrad reads it
 import common
 import numpy as np
-from tinygrad import Device, Tensor, TinyJit, UOp, GlobalCounters, dtypes
+from tinygrad import Device, Tensor, GlobalCounters, dtypes
 from common import UserError, check
-from common.bench import Bench, Timing, jit_kernel_count
+from common.bench import Bench, Timing
 import gguf_file as gf
 from gguf_weights import linear, load_weight, load_vector, stack_rows
-from llm import greedy_token, rms_norm
+from decoder_math import Decoder, DecoderConfig, attention, rms_norm, rope
 
-ROPE_STYLE = {"llama": "adjacent pairs", "qwen2": "halves", "qwen3": "halves"}
-
-
-@dataclass(frozen=True)
-class GGUFConfig:
-  arch: str
-  dim: int
-  layers: int
-  heads: int
-  kv_heads: int
-  head_dim: int
-  hidden: int
-  vocab: int
-  context: int                    # the context the model was trained for
-  norm_eps: float
-  rope_base: float
-  rope_linear: float = 1.0        # "linear" rope scaling: positions divided by this
-  qkv_bias: bool = False          # Qwen2
-  qk_norm: bool = False           # Qwen3
-  tied: bool = False              # no output.weight: the token table is the output head
+ROPE_PAIRS = {"llama": "adjacent pairs", "qwen2": "halves", "qwen3": "halves"}
 
 
-# ---- the math ---------------------------------------------------------------------------------
-
-def rope_table(cfg: GGUFConfig, max_context: int, freq_factors: np.ndarray | None = None) -> Tensor:
-  """cos and sin of pos·θ_j (θ_j = base^(−2j/hd) / f_j / linear factor), j < hd/2, as one (max_context, 2, hd/2) table."""
-  theta = cfg.rope_base ** (-np.arange(0, cfg.head_dim, 2, dtype=np.float64) / cfg.head_dim) / cfg.rope_linear
-  if freq_factors is not None: theta = theta / freq_factors
-  angles = np.arange(max_context, dtype=np.float64)[:, None] * theta[None, :]
-  return Tensor(np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)).realize()
-
-
-def rope(x: Tensor, cos: Tensor, sin: Tensor, style: str) -> Tensor:
-  """Rotate the coordinate pairs of x (heads, T, hd) by their angles, cos/sin (T, hd/2): pairs (x_{2j}, x_{2j+1})
-  ("adjacent pairs", GGUF llama) or (x_j, x_{j+hd/2}) ("halves", Qwen and Hugging Face's LLaMA)."""
-  half = x.shape[-1] // 2
-  if style == "halves":
-    x1, x2 = x[..., :half], x[..., half:]
-    return (x1 * cos - x2 * sin).cat(x2 * cos + x1 * sin, dim=-1)
-  pairs = x.reshape(*x.shape[:-1], half, 2)
-  x1, x2 = pairs[..., 0], pairs[..., 1]
-  return (x1 * cos - x2 * sin).stack(x2 * cos + x1 * sin, dim=-1).reshape(x.shape)
-
-
-def attention(cfg: GGUFConfig, q: Tensor, cache: Tensor, start, T: int) -> Tensor:
-  """softmax(q Kᵀ/√hd + mask) V over the S = start + T cached positions. q (H, T, hd), cache (2, Hkv, ctx, hd) -> (T, H·hd)."""
-  H, Hkv, hd = cfg.heads, cfg.kv_heads, cfg.head_dim
-  keys, values = cache[0, :, 0:start + T].float().unsqueeze(1), cache[1, :, 0:start + T].float().unsqueeze(1)  # (Hkv, 1, S, hd)
-  scores = q.reshape(Hkv, H // Hkv, T, hd) @ keys.transpose(-1, -2) / math.sqrt(hd)        # (Hkv, H/Hkv, T, S)
-  if T > 1:                       # query t sits at position start + t and sees keys 0..start + t
-    future = Tensor.arange(start + T).reshape(1, -1) > (Tensor.arange(T).reshape(-1, 1) + start)
-    scores = future.where(-math.inf, scores)
-  return (scores.softmax(-1) @ values).reshape(H, T, hd).transpose(0, 1).reshape(T, H * hd)
-
+# ---- the math (RMSNorm, RoPE, attention: decoder_math.py) ---------------------------------------
 
 def projections(h: Tensor, w: dict, i: int, names: tuple[str, ...], sizes: tuple[int, ...]) -> list[Tensor]:
   """h Wᵀ (+ b) for the projections `names` of layer i that read the same h: one matvec over their stacked rows when
@@ -124,14 +76,14 @@ def projections(h: Tensor, w: dict, i: int, names: tuple[str, ...], sizes: tuple
   return [y if (b:=w.get(f"{i}.{n}_bias")) is None else y + b for y, n in zip(ys, names)]
 
 
-def transformer_layer(cfg: GGUFConfig, w: dict, i: int, x: Tensor, cache: Tensor, cos: Tensor, sin: Tensor, start, T: int) -> Tensor:
+def transformer_layer(cfg: DecoderConfig, w: dict, i: int, x: Tensor, cache: Tensor, cos: Tensor, sin: Tensor, start, T: int) -> Tensor:
   """One block: attention with its KV cache write, then the gated FFN, each with a residual. x (T, d) float32."""
-  H, Hkv, hd, style = cfg.heads, cfg.kv_heads, cfg.head_dim, ROPE_STYLE[cfg.arch]
+  H, Hkv, hd = cfg.heads, cfg.kv_heads, cfg.hd
   h = rms_norm(x, w[f"{i}.attn_norm"], cfg.norm_eps)
   q, k, v = projections(h, w, i, ("q", "k", "v"), (H * hd, Hkv * hd, Hkv * hd))
   q, k, v = (p.reshape(T, heads, hd).transpose(0, 1) for p, heads in ((q, H), (k, Hkv), (v, Hkv)))   # (heads, T, hd)
   if cfg.qk_norm: q, k = rms_norm(q, w[f"{i}.q_norm"], cfg.norm_eps), rms_norm(k, w[f"{i}.k_norm"], cfg.norm_eps)
-  q, k = rope(q, cos, sin, style), rope(k, cos, sin, style)
+  q, k = rope(q, cos, sin, cfg.rope_pairs), rope(k, cos, sin, cfg.rope_pairs)
   cache[:, :, start:start + T, :].assign(k.stack(v).cast(cache.dtype))
   x = x + linear(attention(cfg, q, cache, start, T), w[f"{i}.o"])
   h = rms_norm(x, w[f"{i}.ffn_norm"], cfg.norm_eps)
@@ -141,7 +93,7 @@ def transformer_layer(cfg: GGUFConfig, w: dict, i: int, x: Tensor, cache: Tensor
   return x + linear(gated, w[f"{i}.down"])
 
 
-def forward(cfg: GGUFConfig, w: dict, caches: list[Tensor], rope_cs: Tensor, tokens, start, T: int, all_logits: bool = False) -> Tensor:
+def forward(cfg: DecoderConfig, w: dict, caches: list[Tensor], rope_cs: Tensor, tokens, start, T: int, all_logits: bool = False) -> Tensor:
   """tokens: a (T,) int32 Tensor (prefill) or a bound Variable (decode, T = 1); start: an int or a bound Variable.
   -> logits (T, V) with all_logits, else those of the last position (1, V), float32."""
   x = w["embed"].rows(tokens if isinstance(tokens, Tensor) else slice(tokens, tokens + 1)).dequantize()   # (T, d)
@@ -153,41 +105,18 @@ def forward(cfg: GGUFConfig, w: dict, caches: list[Tensor], rope_cs: Tensor, tok
 
 # ---- the model: the file's weights, the KV cache, prefill and the JIT'd decode step -----------
 
-class GGUFModel:
+class GGUFModel(Decoder):
+  """The file's weights on the device, the KV caches, prefill and the JIT'd decode step (decoder_math.Decoder)."""
   def __init__(self, path, max_context: int, kv_dtype=dtypes.float32):
     self.file = gf.GGUFFile(path)
-    self.cfg = cfg = config_from_file(self.file)
-    self.max_context = max_context
+    cfg = config_from_file(self.file)
     self.w = load_weights(self.file, cfg)
-    freq_factors = self.file.vector("rope_freqs.weight", cfg.head_dim // 2) if "rope_freqs.weight" in self.file.tensors else None
-    self.rope = rope_table(cfg, max_context, freq_factors)
-    self.caches = [Tensor.zeros(2, cfg.kv_heads, max_context, cfg.head_dim, dtype=kv_dtype).contiguous().realize() for _ in range(cfg.layers)]
-    self.pos_var, self.token_var = UOp.variable("pos", 0, max_context - 1), UOp.variable("token", 0, cfg.vocab - 1)
-    self.step_jit = TinyJit(self._step)
-    self.pos = 0
+    freq_factors = self.file.vector("rope_freqs.weight", cfg.hd // 2) if "rope_freqs.weight" in self.file.tensors else None
+    super().__init__(cfg, max_context, kv_dtype, freq_factors)
 
-  def _room(self, n: int) -> None:
-    if self.pos + n > self.max_context: raise UserError(f"the context of {self.max_context} tokens is full")
-
-  def prefill(self, ids: list[int], all_logits: bool = False) -> Tensor:
-    """All prompt tokens in one forward pass (matmuls over T rows, causal mask), their K and V into the cache."""
-    self._room(len(ids))
-    logits = forward(self.cfg, self.w, self.caches, self.rope, Tensor(ids, dtype=dtypes.int32), self.pos, len(ids), all_logits).realize()
-    self.pos += len(ids)
-    return logits
-
-  def _step(self, token, pos) -> tuple[Tensor, Tensor]:
-    logits = forward(self.cfg, self.w, self.caches, self.rope, token, pos, 1)
-    return logits.realize(), greedy_token(logits).realize()
-
-  def step(self, token: int) -> tuple[Tensor, Tensor]:
-    """One decode step for `token` at the next position: (logits (1, V), the greedy next token (1, 1))."""
-    self._room(1)
-    out = self.step_jit(self.token_var.bind(token), self.pos_var.bind(self.pos))
-    self.pos += 1
-    return out
-
-  def kernels_per_token(self) -> int: return jit_kernel_count(self.step_jit)
+  def forward(self, tokens, start, T: int, all_logits: bool = False) -> Tensor:
+    if isinstance(tokens, list): tokens = Tensor(tokens, dtype=dtypes.int32)
+    return forward(self.cfg, self.w, self.caches, self.rope, tokens, start, T, all_logits)
 
   def weight_bytes_per_token(self) -> int:
     """Every weight but the token table, the output head in full (the table itself when tied) and one table row."""
@@ -196,15 +125,15 @@ class GGUFModel:
 
   def kv_bytes_read(self, pos: int) -> int:
     """K and V of positions 0..pos, every layer: what attention reads at position pos."""
-    return 2 * self.cfg.layers * self.cfg.kv_heads * self.cfg.head_dim * (pos + 1) * self.caches[0].dtype.itemsize
+    return 2 * self.cfg.layers * self.cfg.kv_heads * self.cfg.hd * (pos + 1) * self.caches[0].dtype.itemsize
 
 
-def config_from_file(f: gf.GGUFFile) -> GGUFConfig:
+def config_from_file(f: gf.GGUFFile) -> DecoderConfig:
   """The hyperparameters from the metadata; an architecture, rope scaling or shape this code does not run is one line."""
   meta = f.metadata
   arch = meta.get("general.architecture")
   if not isinstance(arch, str): raise UserError(f"{f.path}: its metadata has no general.architecture")
-  if arch not in ROPE_STYLE: raise UserError(f"{f.path}: architecture {arch!r} is not supported (llama, qwen2 and qwen3 are)")
+  if arch not in ROPE_PAIRS: raise UserError(f"{f.path}: architecture {arch!r} is not supported (llama, qwen2 and qwen3 are)")
 
   def key(name: str, default=None, kind=int):
     v = meta.get(f"{arch}.{name}", default)
@@ -222,16 +151,16 @@ def config_from_file(f: gf.GGUFFile) -> GGUFConfig:
   if heads % kv_heads: raise UserError(f"{f.path}: {heads} query heads do not split into groups over {kv_heads} KV heads")
   table = f.info("token_embd.weight").shape
   if len(table) != 2 or table[1] != dim: raise UserError(f"{f.path}: token_embd.weight has shape {table}, expected (vocab, {dim})")
-  return GGUFConfig(arch, dim, key("block_count"), heads, kv_heads, head_dim, key("feed_forward_length"), table[0],
-                    key("context_length", 4096), key("attention.layer_norm_rms_epsilon", kind=float), key("rope.freq_base", 10000.0, float),
-                    key("rope.scaling.factor", 1.0, float) if scaling == "linear" else 1.0,
-                    qkv_bias="blk.0.attn_q.bias" in f.tensors, qk_norm="blk.0.attn_q_norm.weight" in f.tensors,
-                    tied="output.weight" not in f.tensors)
+  return DecoderConfig(dim, key("block_count"), heads, kv_heads, key("feed_forward_length"), table[0], tied="output.weight" not in f.tensors,
+                       head_dim=head_dim, qk_norm="blk.0.attn_q_norm.weight" in f.tensors, rope_theta=key("rope.freq_base", 10000.0, float),
+                       norm_eps=key("attention.layer_norm_rms_epsilon", kind=float), rope_pairs=ROPE_PAIRS[arch],
+                       rope_linear=key("rope.scaling.factor", 1.0, float) if scaling == "linear" else 1.0,
+                       qkv_bias="blk.0.attn_q.bias" in f.tensors, arch=arch, context=key("context_length", 4096))
 
 
-def tensor_shapes(cfg: GGUFConfig) -> dict[str, tuple[str, tuple[int, ...]]]:
+def tensor_shapes(cfg: DecoderConfig) -> dict[str, tuple[str, tuple[int, ...]]]:
   """Our weight name -> (GGUF tensor name, its numpy shape): every tensor the forward pass reads."""
-  d, hd, q, kv = cfg.dim, cfg.head_dim, cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+  d, hd, q, kv = cfg.dim, cfg.hd, cfg.heads * cfg.hd, cfg.kv_heads * cfg.hd
   out = {"embed": ("token_embd.weight", (cfg.vocab, d)), "norm": ("output_norm.weight", (d,))}
   if not cfg.tied: out["head"] = ("output.weight", (cfg.vocab, d))
   for i in range(cfg.layers):
@@ -244,7 +173,7 @@ def tensor_shapes(cfg: GGUFConfig) -> dict[str, tuple[str, tuple[int, ...]]]:
   return out
 
 
-def check_tensors(f: gf.GGUFFile, cfg: GGUFConfig) -> int:
+def check_tensors(f: gf.GGUFFile, cfg: DecoderConfig) -> int:
   """Every tensor the model reads is present, of its shape and of a block type decoded here, before anything is loaded.
   -> their bytes."""
   total = 0
@@ -257,7 +186,7 @@ def check_tensors(f: gf.GGUFFile, cfg: GGUFConfig) -> int:
   return total
 
 
-def load_weights(f: gf.GGUFFile, cfg: GGUFConfig) -> dict:
+def load_weights(f: gf.GGUFFile, cfg: DecoderConfig) -> dict:
   check_tensors(f, cfg)
   w: dict = {}
   for key, (name, shape) in common.progress(list(tensor_shapes(cfg).items()), desc="loading weights"):
@@ -419,7 +348,7 @@ def main(args: argparse.Namespace) -> int:
   kv_dtype = dtypes.float32 if ec.on_cpu() else dtypes.half                 # no native half arithmetic on a CPU
   context = len(ids) + args.max_tokens
   copy_mib = args.copy_mib or (64 if args.quick else 256 if ec.on_cpu() else 1024)
-  ec.check_fits(weight_bytes + 2 * cfg.layers * cfg.kv_heads * cfg.head_dim * context * kv_dtype.itemsize + 2 * copy_mib * 2**20,
+  ec.check_fits(weight_bytes + 2 * cfg.layers * cfg.kv_heads * cfg.hd * context * kv_dtype.itemsize + 2 * copy_mib * 2**20,
                 f"{f.path.name} with a context of {context}")
   bench = Bench(ec.PROJECT)
   fix = enable_matvec_fix()                                                 # before the first kernel is compiled

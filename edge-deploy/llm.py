@@ -20,7 +20,8 @@ Laid out for a GPU, where every kernel launch costs ~2 µs even inside a CUDA gr
   [6] softmax·V = (Σ_t e_t v_t) / Σ_t e_t, e_t = exp(s_t − max), the sum sharing P·V's loop   [7] x += Wo·attn
   [8] mean(x²)   [9] gate|up, one matvec over [Wg; Wu]   [10] silu(gate)·up (fused into [11] it would be
   recomputed for every row)   [11] x += Wdown·h
-plus the embedding row, the final norm and head, and a two-level argmax (greedy_token).
+plus the embedding row, the final norm and head, and a two-level argmax (greedy_token). RMSNorm, RoPE, attention,
+greedy_token and the JIT'd KV-cache Decoder live in decoder_math.py, shared with gguf_model.py's real models.
 The matvecs want the backend's matvec fix (MATVEC_FIX=1, on by default on a Jetson; backend.install_matvec_fix):
 16-byte loads, 32 threads per row. --matvec-fix both decodes once with MATVEC_FIX=0 and once with =1; a setting
 this process does not have runs in a fresh `python3 edge-deploy/llm.py --matvec-fix N` with MATVEC_FIX=N.
@@ -42,44 +43,14 @@ from pathlib import Path
 import edge_common as ec          # first: it imports common, which settles DEV before tinygrad reads it
 import common
 import numpy as np
-from tinygrad import Tensor, TinyJit, Device, UOp, dtypes
+from tinygrad import Tensor, Device, dtypes
 from common import UserError, check
-from common.bench import Bench, jit_kernel_count
+from common.bench import Bench
 from edge_common import Int8Weight, as_weight, linear, quantize_int8
+import decoder_math               # the math shared with gguf_model.py: RMSNorm, RoPE, attention, greedy_token, Decoder
+from decoder_math import DecoderConfig as LlamaConfig, attention, greedy_token, rms_norm, rope  # noqa: F401  (greedy_token: llm.greedy_token)
 
 SETTINGS = ("0", "1")
-
-
-@dataclass(frozen=True)
-class LlamaConfig:
-  dim: int
-  layers: int
-  heads: int
-  kv_heads: int
-  hidden: int
-  vocab: int
-  tied: bool = True             # LLaMA 3.2 1B/3B and Qwen3 small models share the embedding with the output head
-  head_dim: int = 0             # 0: dim // heads
-  qk_norm: bool = False         # Qwen3 normalizes q and k per head
-  rope_theta: float = 500000.0
-  norm_eps: float = 1e-5
-
-  @property
-  def hd(self) -> int: return self.head_dim or self.dim // self.heads
-
-  def layer_params(self) -> int:
-    d, hd = self.dim, self.hd
-    attn = d * self.heads * hd + 2 * d * self.kv_heads * hd + self.heads * hd * d
-    return attn + 3 * d * self.hidden + 2 * d + (2 * hd if self.qk_norm else 0)
-
-  def params(self) -> int: return self.vocab * self.dim * (1 if self.tied else 2) + self.layers * self.layer_params() + self.dim
-
-  def params_read_per_token(self) -> int:
-    """A decode step reads every layer weight, the output head (vocab x dim) and one embedding row."""
-    return self.layers * self.layer_params() + self.dim + self.vocab * self.dim + (self.dim if self.tied else 0)
-
-  def kv_bytes(self, context: int, batch: int = 1, bytes_per: float = 2.0) -> float:
-    return 2 * self.layers * self.kv_heads * self.hd * context * batch * bytes_per
 
 
 LLAMA_CONFIGS = {
@@ -106,49 +77,12 @@ class DecodeConfig:
 
 # ---- the math: one decode step ----------------------------------------------------------------
 
-def rope_table(cfg: LlamaConfig, max_context: int) -> Tensor:
-  """cos and sin of pos · θ^(−2j/hd), j < hd/2, in one (max_context, 2, hd/2) fp32 table (HF's rotate-half convention).
-  One table, not two: tinygrad materializes an elementwise result that reads more than 3 buffers (the position
-  variable is one), and with one table the rotation stays inside the kernels that read q and k."""
-  inv_freq = 1.0 / (cfg.rope_theta ** (np.arange(0, cfg.hd, 2, dtype=np.float64) / cfg.hd))
-  angles = np.arange(max_context, dtype=np.float64)[:, None] * inv_freq[None, :]
-  return Tensor(np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)).realize()
-
-
-def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-  """x / sqrt(mean(x²) + ε) · g, the statistics in fp32 even when x is half. Followed by a matvec, this costs one
-  tiny kernel (mean(x²): tinygrad stores a reduction that is broadcast afterwards); the division and the ·g happen
-  as the matvec loads x, so the normalized x is never stored."""
-  return (x.float() * (x.float().square().mean(-1, keepdim=True) + eps).rsqrt()).cast(x.dtype) * weight
-
-
-def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-  """Rotate pairs (x_j, x_{j+hd/2}) by pos·θ_j.  x (1, heads, 1, hd), cos/sin (1, hd/2)."""
-  half = x.shape[-1] // 2
-  x1, x2, c, s = x[..., :half].float(), x[..., half:].float(), cos.reshape(1, 1, 1, half), sin.reshape(1, 1, 1, half)
-  return (x1 * c - x2 * s).cat(x2 * c + x1 * s, dim=-1).cast(x.dtype)
-
-
-def attention(cfg: LlamaConfig, q: Tensor, cache: Tensor, pos) -> Tensor:
-  """softmax(q Kᵀ/√hd) V over positions 0..pos of the cache, kernels [4]-[6]. q (1, H, 1, hd) -> (Hkv, H/Hkv, hd)."""
-  H, Hkv, hd = cfg.heads, cfg.kv_heads, cfg.hd
-  keys, values = cache[0, :, 0:pos + 1, :].float(), cache[1, :, 0:pos + 1, :].float()     # (Hkv, pos+1, hd)
-  qg = q.reshape(Hkv, H // Hkv, hd).float()                                               # query heads grouped by their KV head
-  # [4] scores, [5] their max per head (a reduction whose result is then broadcast back over positions is
-  # always stored first, so the max cannot join [4] or [6])
-  scores = (qg @ keys.transpose(-1, -2)) / math.sqrt(hd)                                  # (Hkv, H/Hkv, pos+1)
-  e = (scores - scores.max(-1, keepdim=True)).exp()                                       # softmax numerator, never stored
-  # [6] (Σ_t e_t v_t) / Σ_t e_t: the denominator is summed in the same loop over t as the numerator (e broadcast
-  # over hd first), so the normalization costs no kernel of its own
-  return (e @ values) / e.unsqueeze(-1).expand(*e.shape, hd).sum(-2)
-
-
 def llama_decode(cfg: LlamaConfig, w: dict, caches: list[Tensor], rope_cs: Tensor, token: Tensor, pos) -> Tensor:
   """One decode step. token (1, 1) int32, pos an int or a bound Variable (the position of this token);
   caches[i] (2, kv_heads, max_context, hd) holds K and V of layer i. Returns logits (1, vocab) float32."""
   H, Hkv, hd, dt = cfg.heads, cfg.kv_heads, cfg.hd, w["norm"].dtype
   x = as_weight(w["embed"])[token].reshape(1, 1, cfg.dim)                                 # one row; int8: q·s of that row
-  cos, sin = rope_cs[pos:pos + 1, 0], rope_cs[pos:pos + 1, 1]                              # (1, hd/2)
+  cos, sin = rope_cs[pos:pos + 1, 0], rope_cs[pos:pos + 1, 1]                              # (1, hd/2), rotate-half pairs
   for i in range(cfg.layers):
     # [1] mean(x²), [2] the normalized x times the fused [Wq; Wk; Wv]: q, k, v from one matvec
     qkv = linear(rms_norm(x, w[f"{i}.attn_norm"], cfg.norm_eps), w[f"{i}.wqkv"])             # (1, 1, (H + 2·Hkv)·hd)
@@ -159,7 +93,7 @@ def llama_decode(cfg: LlamaConfig, w: dict, caches: list[Tensor], rope_cs: Tenso
     # [3] write K, V at pos (its own kernel: a kernel stores to one buffer, and the cache is another one than qkv)
     caches[i][:, :, pos:pos + 1, :].assign(k.cat(v, dim=0).cast(caches[i].dtype))
     # [4]-[6] attention, [7] output projection and residual add
-    x = x + linear(attention(cfg, q, caches[i], pos).reshape(1, 1, H * hd).cast(dt), w[f"{i}.wo"])
+    x = x + linear(attention(cfg, q, caches[i], pos, 1).reshape(1, 1, H * hd).cast(dt), w[f"{i}.wo"])
     # [8] mean(x²), [9] gate and up: ONE matvec over the stacked [Wg; Wu] rows, then [10] silu(gate)·up as its own
     # kernel: left to fuse, it would be recomputed inside [11] for each of its d rows (silu costs an exp), and
     # splitting gate and up *before* the matvec gives two reductions in one kernel, of which tinygrad parallelizes
@@ -169,22 +103,6 @@ def llama_decode(cfg: LlamaConfig, w: dict, caches: list[Tensor], rope_cs: Tenso
     x = x + linear(h, w[f"{i}.w_down"])                                                     # [11]
   # the final norm and the output head (mean(x²), then the matvec over the vocabulary); the caller takes the argmax
   return linear(rms_norm(x, w["norm"], cfg.norm_eps), w["embed" if cfg.tied else "head"]).float().reshape(1, cfg.vocab)
-
-
-def greedy_token(logits: Tensor, row: int = 256) -> Tensor:
-  """argmax over the vocabulary, (1, V) float -> (1, 1) int32: the first index of the largest logit, in two levels:
-  the logits (padded with −inf) viewed as (V/row, row), each row reduced by its own threads, then the row results.
-  (tinygrad's argmax(-1) leaves 256 threads each walking 501 of LLaMA 3's 128,256 logits.) The index pass takes
-  max over i of (N − i) where the logit equals the max (N = padded length): the smallest such i wins, as in argmax."""
-  V = logits.shape[-1]
-  # padded to a multiple of 16 rows, so that the second level splits evenly over threads too (128,256 -> 512 x 256)
-  padded = logits.reshape(V).pad(((0, (-V) % (16 * row)),), value=-math.inf).reshape(-1, row)    # (rows, row)
-  n = padded.shape[0] * row
-  # .contiguous() makes each level a kernel of its own: left to fuse, the levels become one kernel that few threads walk
-  best = padded.max(1).contiguous().max().contiguous()                                            # the largest logit
-  countdown = Tensor.arange(n, 0, -1, dtype=dtypes.int32).reshape(-1, row)                         # N − i
-  first = (padded == best).where(countdown, 0).max(1).contiguous().max()                          # N − (first index of the max)
-  return (n - first).reshape(1, 1).cast(dtypes.int32)
 
 
 # ---- the model: weights and the JIT'd decode loop ---------------------------------------------
@@ -219,29 +137,14 @@ def llama_weight_bytes_read(cfg: LlamaConfig, w: dict) -> int:
   return total - (0 if cfg.tied else emb) + emb // cfg.vocab
 
 
-class Decoder:
-  """The JIT'd greedy decode loop: token_{t+1} = argmax(logits(token_t, pos t)), cache on the device."""
+class Decoder(decoder_math.Decoder):
+  """The JIT'd greedy decode loop: token_{t+1} = argmax(logits(token_t, pos t)), the token staying on the device."""
   def __init__(self, cfg: LlamaConfig, w: dict[str, Tensor | Int8Weight], max_context: int, kv_dtype=dtypes.half):
-    self.cfg, self.w, self.max_context = cfg, w, max_context
-    self.caches = [Tensor.zeros(2, cfg.kv_heads, max_context, cfg.hd, dtype=kv_dtype).contiguous().realize() for _ in range(cfg.layers)]
-    self.rope = rope_table(cfg, max_context)
-    self.pos_var = UOp.variable("pos", 0, max_context - 1)
-    self.step = TinyJit(self._step)
-    self.pos = 0
+    super().__init__(cfg, max_context, kv_dtype)
+    self.w = w
 
-  def _step(self, token: Tensor, pos) -> tuple[Tensor, Tensor]:
-    logits = llama_decode(self.cfg, self.w, self.caches, self.rope, token, pos)
-    return logits.realize(), greedy_token(logits).realize()
-
-  def __call__(self, token: Tensor) -> tuple[Tensor, Tensor]:
-    if self.pos >= self.max_context: raise UserError(f"context of {self.max_context} tokens is full")
-    out = self.step(token, self.pos_var.bind(self.pos))
-    self.pos += 1
-    return out
-
-  def kernels_per_token(self) -> int:
-    """Kernels in the captured step (a CUDA graph counts every kernel inside it)."""
-    return jit_kernel_count(self.step)
+  def forward(self, tokens, start, T: int, all_logits: bool = False) -> Tensor:
+    return llama_decode(self.cfg, self.w, self.caches, self.rope, tokens, start)
 
 
 # ---- measuring: the decode against the copy bandwidth (edge_common.measure_copy_bandwidth) -------

@@ -36,7 +36,7 @@ Run it
   NV=1 python3 edge-deploy/llm.py --gguf out/llama1b-q4k.gguf --prompt Hi --max-tokens 64 --json out/gguf.json
 """
 from __future__ import annotations
-import itertools, math, shutil, struct, sys, time
+import dataclasses, itertools, math, shutil, struct, sys, time
 from pathlib import Path
 
 import common                     # first: it settles DEV before tinygrad is imported (by llm)
@@ -44,7 +44,7 @@ import numpy as np
 from common import UserError
 from llm import LLAMA_CONFIGS, LlamaConfig, parse_llama_config
 import gguf_file as gf
-from gguf_model import GGUFConfig, tensor_shapes
+from gguf_model import ROPE_PAIRS, tensor_shapes
 from gguf_tokenizer import BYTE_TO_CHAR
 
 FILE_TYPES = {"F16": 1, "Q4_0": 2, "Q8_0": 7, "Q4_K": 15, "Q6_K": 18}    # general.file_type (Q4_K: LLAMA_FTYPE_MOSTLY_Q4_K_M)
@@ -150,22 +150,22 @@ def tokenizer_metadata(arch: str, vocab: int) -> dict:
 
 # ---- the model: its config, metadata and tensor table ----------------------------------------------
 
-def gguf_config(shape: LlamaConfig, arch: str, vocab: int) -> GGUFConfig:
-  return GGUFConfig(arch, shape.dim, shape.layers, shape.heads, shape.kv_heads, shape.hd, shape.hidden, vocab, CONTEXT[arch],
-                    shape.norm_eps, shape.rope_theta, qkv_bias=arch == "qwen2", qk_norm=arch == "qwen3", tied=shape.tied)
+def gguf_config(shape: LlamaConfig, arch: str, vocab: int) -> LlamaConfig:
+  return dataclasses.replace(shape, vocab=vocab, head_dim=shape.hd, qk_norm=arch == "qwen3", qkv_bias=arch == "qwen2", rope_pairs=ROPE_PAIRS[arch],
+                             arch=arch, context=CONTEXT[arch])
 
 
-def model_metadata(cfg: GGUFConfig, file_type: str, name: str) -> dict:
+def model_metadata(cfg: LlamaConfig, file_type: str, name: str) -> dict:
   a = cfg.arch
   return {"general.architecture": a, "general.type": "model", "general.name": name, "general.file_type": FILE_TYPES[file_type],
           "general.quantization_version": 2, "general.alignment": ALIGNMENT, f"{a}.vocab_size": cfg.vocab,
           f"{a}.context_length": cfg.context, f"{a}.embedding_length": cfg.dim, f"{a}.block_count": cfg.layers,
           f"{a}.feed_forward_length": cfg.hidden, f"{a}.attention.head_count": cfg.heads, f"{a}.attention.head_count_kv": cfg.kv_heads,
-          f"{a}.attention.key_length": cfg.head_dim, f"{a}.attention.value_length": cfg.head_dim, f"{a}.rope.dimension_count": cfg.head_dim,
-          f"{a}.rope.freq_base": float(cfg.rope_base), f"{a}.attention.layer_norm_rms_epsilon": float(cfg.norm_eps)}
+          f"{a}.attention.key_length": cfg.hd, f"{a}.attention.value_length": cfg.hd, f"{a}.rope.dimension_count": cfg.hd,
+          f"{a}.rope.freq_base": float(cfg.rope_theta), f"{a}.attention.layer_norm_rms_epsilon": float(cfg.norm_eps)}
 
 
-def tensor_table(cfg: GGUFConfig, file_type: str) -> list[tuple[str, tuple[int, ...], str, int]]:
+def tensor_table(cfg: LlamaConfig, file_type: str) -> list[tuple[str, tuple[int, ...], str, int]]:
   """(name, numpy shape, block type, offset from the data start) of every tensor, each at an aligned offset."""
   table, offset = [], 0
   for name, shape in tensor_shapes(cfg).values():
