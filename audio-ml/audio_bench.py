@@ -14,6 +14,7 @@ from tinygrad.nn.state import get_parameters
 
 from common.bench import Bench
 from common.train import realize_init
+from common.mixed import LossScaler, half_precision
 from audio_classify import PROJECT, SYNTH_CLASSES, AudioCNN, make_predict, spec_augment
 from logmel import MelConfig, LogMel, window, mel_filterbank
 
@@ -87,15 +88,18 @@ def bench_classifier(b: Bench, args, rng: np.random.Generator, big: int, iters: 
     b.run("classify (log-mel+CNN) b=1", lambda: predict[1](waves[1]), **iters, audio_s_per_call=1.0)
     b.run(f"classify (log-mel+CNN) b={big}", lambda: predict[big](waves[big]), rate=(big, "clips/s"), **iters, audio_s_per_call=big * 1.0)
   if args.quick or "train" not in args.cases: return        # --quick (tests): the train step's compile alone takes longer than the rest
+  if args.half: half_precision(model)
   opt = nn.optim.Adam(get_parameters(model), lr=1e-3)
+  scaler = LossScaler(opt, enabled=args.half)
   labels = Tensor(rng.integers(0, len(SYNTH_CLASSES), big).astype(np.int32)).realize()
   @TinyJit
   def train_step(wave, y):
     with Context(TRAINING=1):
       opt.zero_grad()
       loss = model(spec_augment(frontend(wave))).sparse_categorical_crossentropy(y)
-      loss.backward()
-      opt.step()
-      return loss.realize()
+      scaler.backward(loss)
+      scaler.step(loss)
+      return loss
   realize_init(model, opt)
-  b.run(f"train step b={big}", lambda: train_step(waves[big], labels), rate=(big, "clips/s"), **iters, audio_s_per_call=big * 1.0)
+  b.run(f"train step b={big}" + (" fp16" if args.half else ""), lambda: train_step(waves[big], labels), rate=(big, "clips/s"), **iters,
+        audio_s_per_call=big * 1.0)

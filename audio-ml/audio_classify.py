@@ -39,7 +39,8 @@ classification. A flag that would do nothing in a mode (--steps with --load, --n
 
 Flags worth trying: --dft dense, --framing (unfold / gather with either DFT; conv / hopsum with --dft
 dense: same numbers, different kernels), --mel-scale htk, --log db, --specaugment, --widths 8,16,32,
---hop 160 (half the frames), JITBEAM=2 (kernel search on the captured JIT).
+--hop 160 (half the frames), JITBEAM=2 (kernel search on the captured JIT), --half (mixed precision: the
+CNN's convolutions in fp16 with fp32 weights and a scaled loss, common/mixed.py; not yet timed on a GPU).
 
 Results (seed 0; README.md has them with their commands): on a 2-core x86 CPU the synthetic demo
 reached 100 % (1000/1000) held-out accuracy in its 800 steps, FSDD (customary split) 100 % (200/200)
@@ -61,6 +62,7 @@ from common.device import synchronize
 from common.files import check_state_matches, load_checkpoint, read_audio, save_checkpoint, save_json
 from common.train import predict_in_batches, realize_init, shuffled_batches
 from common.conv import Conv2d
+from common.mixed import LossScaler, half_precision
 
 from logmel import MelConfig, LogMel, resample, fix_length
 
@@ -85,6 +87,7 @@ class TrainConfig:
   clip_seconds: float = 1.0     # every clip is padded or cropped to this length
   train_clips: int = 4000       # synthetic data only
   test_clips: int = 1000
+  half: bool = False            # fp16 convolutions, fp32 weights, loss scaling (common/mixed.py)
 
 TARGET_PCT = {"synthetic": 98.0, "folder": 97.0, "quick": 80.0}     # held-out accuracy to PASS
 
@@ -150,7 +153,9 @@ class Dataset:
 def train(frontend: LogMel, model: AudioCNN, data: Dataset, tc: TrainConfig, rng: np.random.Generator,
           predict: CallTimer) -> tuple[dict[str, list], CallTimer]:
   """Adam with cosine decay on random minibatches of augmented clips; held-out accuracy 8 times along."""
+  if tc.half: half_precision(model)
   opt = nn.optim.Adam(get_parameters(model), lr=tc.lr)
+  scaler = LossScaler(opt, enabled=tc.half)
 
   @TinyJit
   def train_step(wave: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -160,9 +165,10 @@ def train(frontend: LogMel, model: AudioCNN, data: Dataset, tc: TrainConfig, rng
       if tc.specaugment: feats = spec_augment(feats)
       logits = model(feats)
       loss = logits.sparse_categorical_crossentropy(labels)
-      loss.backward()
-      opt.step()
-      return loss.realize(), (logits.argmax(-1) == labels).mean().realize()
+      scaler.backward(loss)
+      acc = (logits.argmax(-1) == labels).mean()
+      Tensor.realize(*scaler.schedule_step(), loss, acc)
+      return loss, acc
 
   realize_init(model, opt)
   step_timer = CallTimer(train_step)
@@ -486,6 +492,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   t.add_argument("--steps", type=positive_int, default=TC.steps, help="optimizer steps")
   t.add_argument("--batch", type=positive_int, default=TC.batch, help="clips per step (and per evaluation batch), at most the training set")
   t.add_argument("--lr", type=positive_float, default=TC.lr, help="Adam peak learning rate (cosine decay to 0)")
+  t.add_argument("--half", action="store_true", help="mixed precision: fp16 convolutions, fp32 weights, dynamic loss scaling (common/mixed.py)")
   t.add_argument("--widths", type=int_list, default=list(TC.widths), help="channels of the conv blocks")
   t.add_argument("--specaugment", action="store_true", help="random frequency and time masks on the log-mel")
   t.add_argument("--target", type=float_range(0, 100), default=None,
@@ -520,7 +527,7 @@ def frontend_config(args) -> MelConfig:
 
 def train_config(args) -> TrainConfig:
   return TrainConfig(widths=tuple(args.widths), steps=args.steps, batch=args.batch, lr=args.lr, specaugment=args.specaugment,
-                     clip_seconds=args.clip_seconds, train_clips=args.train_clips, test_clips=args.test_clips)
+                     clip_seconds=args.clip_seconds, train_clips=args.train_clips, test_clips=args.test_clips, half=args.half)
 
 def check_shapes(cfg: MelConfig, widths, n_samples: int) -> None:
   if n_samples <= cfg.n_fft: fail(f"--clip-seconds gives {n_samples} samples at {cfg.sample_rate} Hz, not more than --n-fft {cfg.n_fft}")

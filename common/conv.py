@@ -101,6 +101,13 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int | tu
 class Conv2d(nn.Conv2d):
   """nn.Conv2d (same parameters, init and state-dict keys), computed by `conv`. `layer(x, upsample=2)` is the
   convolution of the nearest-2x-upsampled x, the decoder step of an autoencoder or U-Net, in one call so the
-  form can be chosen for it."""
+  form can be chosen for it. `compute_dtype` (set by common.mixed.half_precision) computes the products in
+  that dtype from fp32 weights and inputs, and returns x's dtype."""
+  compute_dtype = None
+
   def __call__(self, x: Tensor, upsample: int = 1) -> Tensor:
-    return conv(x, self.weight, self.bias, self.stride, self.padding, self.groups, upsample, self.dilation)
+    if self.compute_dtype is None:
+      return conv(x, self.weight, self.bias, self.stride, self.padding, self.groups, upsample, self.dilation)
+    y = conv(x.cast(self.compute_dtype), self.weight.cast(self.compute_dtype), None, self.stride, self.padding, self.groups, upsample,
+             self.dilation).cast(x.dtype)
+    return y if self.bias is None else y + self.bias.cast(x.dtype).reshape(1, -1, 1, 1)

@@ -180,7 +180,7 @@ def autoencoder_stage(run: Run, data: Data, cfg: AEConfig) -> None:
   else:
     ae.start_at_mean(data.x_train.mean(axis=(0, 2, 3)))
     t0 = time.perf_counter()
-    losses, seconds = train_loop("autoencoder", make_ae_step(ae, cfg.lr), data.x_train, None, cfg.steps, cfg.batch, run.rng)
+    losses, seconds = train_loop("autoencoder", make_ae_step(ae, cfg.lr, cfg.half), data.x_train, None, cfg.steps, cfg.batch, run.rng)
     run.summary["ae_train_s"] = time.perf_counter() - t0
     run.trained("ae", losses, seconds, cfg.batch, label="train MSE", title=f"autoencoder, latent {cfg.latent}", smooth=20)
   recon = predict_in_batches(ae, data.x_test, 250)
@@ -211,7 +211,7 @@ def train_diffusion(run: Run, data: Data, cfg: DDPMConfig, sched: Schedule) -> U
     restore(run.loaded, "unet.", unet, run.load_path)
     restore(run.loaded, "ema.", ema, run.load_path)
   else:
-    step = make_ddpm_step(unet, ema, sched, cfg.lr, cfg.p_uncond)
+    step = make_ddpm_step(unet, ema, sched, cfg.lr, cfg.p_uncond, cfg.half)
     t0 = time.perf_counter()
     losses, seconds = train_loop("DDPM", step, data.x_train * 2 - 1, np.maximum(data.y_train, 0), cfg.steps, cfg.batch, run.rng,
                                  extra=lambda i: (Tensor([ema_decay_at(i, cfg.ema)]),), max_seconds=cfg.max_seconds)
@@ -307,10 +307,10 @@ def parts_needed(model: str, judged: bool) -> set[str]:
 def configs(args, data: Data) -> tuple[AEConfig, DDPMConfig, JudgeConfig, dict]:
   """The settings of each model for this data, and the checkpoint metadata that records them."""
   c, s, k = data.x_train.shape[1], data.x_train.shape[2], len(data.names)
-  ae = AEConfig(c, s, args.latent, args.lr, args.ae_steps, args.batch)
+  ae = AEConfig(c, s, args.latent, args.lr, args.ae_steps, args.batch, half=args.half)
   ddpm = DDPMConfig(c, s, args.width, k if args.cond else 0, args.T, args.schedule, args.ddpm_lr, args.ddpm_steps, args.batch, args.ema,
                     max_seconds=args.ddpm_minutes * 60 if args.ddpm_minutes else None, guidance=args.guidance, ddim_steps=args.ddim_steps,
-                    n_samples=args.n_samples, ancestral_samples=args.ancestral_samples)
+                    n_samples=args.n_samples, ancestral_samples=args.ancestral_samples, half=args.half)
   judge = JudgeConfig(c, s, k, args.lr, args.clf_steps, args.batch)
   meta = dict(channels=c, size=s, latent=args.latent, width=args.width, classes=k, cond=bool(args.cond), schedule=args.schedule, T=args.T)
   return ae, ddpm, judge, meta
@@ -335,9 +335,10 @@ def timed(bench, case: str, fn, rate, jit, **iters) -> dict:
 def bench_autoencoder(bench, cfg: AEConfig, batch_sizes: list[int], rng, iters: dict) -> None:
   """The autoencoder at the anchors table's shape, 3x32x32 (torch_reference.py times the same model)."""
   for b in batch_sizes:
-    step = make_ae_step(Autoencoder(cfg.channels, cfg.size, cfg.latent), cfg.lr)
+    step = make_ae_step(Autoencoder(cfg.channels, cfg.size, cfg.latent), cfg.lr, cfg.half)
     x = Tensor(rng.random((b, cfg.channels, cfg.size, cfg.size), dtype=np.float32)).realize()
-    timed(bench, f"AE train step b={b} {cfg.channels}x{cfg.size}x{cfg.size}", lambda: step(x), (b, "images/s"), step, **iters)
+    case = f"AE train step b={b} {cfg.channels}x{cfg.size}x{cfg.size}" + (" fp16" if cfg.half else "")
+    timed(bench, case, lambda: step(x), (b, "images/s"), step, **iters)
 
 
 def bench_diffusion(bench, cfg: DDPMConfig, batch_sizes: list[int], rng, iters: dict, train: bool) -> None:
@@ -345,11 +346,12 @@ def bench_diffusion(bench, cfg: DDPMConfig, batch_sizes: list[int], rng, iters: 
   sched = Schedule(cfg.schedule, cfg.T)
   for b in (batch_sizes if train else []):
     unet, ema = UNet(c, cfg.width, cfg.n_classes), UNet(c, cfg.width, cfg.n_classes)
-    step = make_ddpm_step(unet, ema, sched, cfg.lr, cfg.p_uncond)
+    step = make_ddpm_step(unet, ema, sched, cfg.lr, cfg.p_uncond, cfg.half)
     x = Tensor(rng.uniform(-1, 1, (b, c, s, s)).astype(np.float32)).realize()
     y = Tensor(rng.integers(0, 10, b).astype(np.int32)).realize()
     decay = Tensor([0.999]).realize()
-    timed(bench, f"DDPM train step b={b} {c}x{s}x{s} width {cfg.width}", lambda: step(x, y, decay), (b, "images/s"), step, **iters)
+    case = f"DDPM train step b={b} {c}x{s}x{s} width {cfg.width}" + (" fp16" if cfg.half else "")
+    timed(bench, case, lambda: step(x, y, decay), (b, "images/s"), step, **iters)
   nb = batch_sizes[-1]
   unet = UNet(c, cfg.width, cfg.n_classes)
   realize_init(unet)
@@ -373,10 +375,10 @@ def run_bench(args) -> int:
   rng = np.random.default_rng(args.seed)
   batch_sizes = [32] if args.quick else [32, 128]
   iters = dict(warmup=3, iters=5 if args.quick else 20, max_seconds=5 if args.quick else 30)
-  if args.model in ("autoencoder", "all"): bench_autoencoder(bench, AEConfig(3, 32, args.latent, args.lr), batch_sizes, rng, iters)
+  if args.model in ("autoencoder", "all"): bench_autoencoder(bench, AEConfig(3, 32, args.latent, args.lr, half=args.half), batch_sizes, rng, iters)
   if args.model in ("diffusion", "all"):
     cfg = DDPMConfig(3 if args.dataset == "shapes" else 1, args.size, args.width, 10 if args.cond else 0, args.T, args.schedule, args.lr,
-                     guidance=args.guidance, ddim_steps=args.ddim_steps)
+                     guidance=args.guidance, ddim_steps=args.ddim_steps, half=args.half)
     # --quick (the tests' setting) leaves the DDPM train step out: building and compiling its ~300 distinct
     # forward + backward kernels takes over a minute on a 2-core CPU
     bench_diffusion(bench, cfg, batch_sizes, rng, iters, train=not args.quick)
@@ -437,6 +439,8 @@ def build_parser():
   p.add_argument("--n-samples", type=int_in(2, 10_000), default=100, help="DDIM samples scored by the classifier")
   p.add_argument("--ancestral-samples", type=int_in(0, 1000), default=4, help="images drawn with the T-step ancestral sampler (0: skip)")
   p.add_argument("--cond", action="store_true", help="class-conditional U-Net with classifier-free guidance")
+  p.add_argument("--half", action="store_true",
+                 help="mixed precision: the AE's and U-Net's convolutions in fp16, weights in fp32, dynamic loss scaling (common/mixed.py)")
   p.add_argument("--guidance", type=nonnegative_float, default=2.0, help="guidance scale w with --cond (1 = plain conditional)")
   p.preset("quick", **QUICK)
   p.preset("full", **FULL)

@@ -78,6 +78,9 @@ RUN (writes to out/generative/): on a Jetson `NV=1 python3 generative/generative
   --save PATH / --load PATH   all trained models in one .safetensors; --load evaluates them without training
   --json PATH             the timing records (common.bench schema): --bench's cases, or the demo's train steps
   JITBEAM=2               lets tinygrad search kernel schedules for the JIT'd steps (slow first call, faster after)
+  --half                  mixed precision for the AE and the U-Net: convolutions in fp16 (the Orin's tensor cores), weights,
+                          Adam and norms in fp32, the loss scaled so small gradients survive fp16 (common/mixed.py);
+                          --bench then times the fp16 steps. Its speed has not been measured on a GPU yet.
   --quick, --full and --train --steps change defaults only: a flag you type wins.
 Outputs: ae_reconstructions.png (rows: input, output), ae_interpolation.png, ae_loss.png, classifier_loss.png,
 ddpm_samples.png (DDIM), ddpm_samples_ancestral.png (with --ancestral-samples > 0), ddpm_denoising.png (one
@@ -99,6 +102,7 @@ from tinygrad.nn.state import get_parameters
 
 from common import UserError, check, log, progress, run_main
 from common.conv import Conv2d
+from common.mixed import LossScaler, half_precision
 from common.train import predict_in_batches, realize_init, shuffled_batches
 
 PROJECT, SCRIPT = "generative", "generative/generative_models.py"
@@ -114,6 +118,7 @@ class AEConfig:
   lr: float = 1e-3
   steps: int = 1500
   batch: int = 32
+  half: bool = False            # fp16 convolutions, fp32 weights, loss scaling (common/mixed.py)
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,7 @@ class DDPMConfig:
   ddim_steps: int = 50
   n_samples: int = 100          # DDIM samples the judge scores
   ancestral_samples: int = 4    # samples drawn with the T-step ancestral sampler
+  half: bool = False            # fp16 convolutions, fp32 weights, loss scaling (common/mixed.py)
 
 
 @dataclass(frozen=True)
@@ -330,8 +336,11 @@ def make_unets(cfg: DDPMConfig) -> tuple[UNet, UNet]:
 
 # ==== 4. training ==================================================================================
 
-def make_ae_step(model: Autoencoder, lr: float):
+def make_ae_step(model: Autoencoder, lr: float, half: bool = False):
+  """One Adam step on the reconstruction MSE; half: fp16 convolutions with loss scaling (common.mixed)."""
+  if half: half_precision(model)
   opt = nn.optim.Adam(get_parameters(model), lr=lr)
+  scaler = LossScaler(opt, enabled=half)
   realize_init(opt)
   @TinyJit
   def step(x: Tensor) -> Tensor:
@@ -341,16 +350,19 @@ def make_ae_step(model: Autoencoder, lr: float):
       # into the loss's reduction, one thread per image computing all 3·32·32 outputs (28 ms of a 40 ms
       # step on the H200); materialised, that conv is an ordinary kernel with an output per pixel.
       loss = ((model(x).contiguous() - x) ** 2).mean()
-      loss.backward()
-      opt.step()
-    return loss.realize()
+      scaler.backward(loss)
+      scaler.step(loss)
+    return loss
   return step
 
 
-def make_ddpm_step(model: UNet, ema: UNet, sched: Schedule, lr: float, p_uncond: float):
-  """One step of L = || ε - ε_θ(x_t, t, y) ||², then the EMA update e <- d e + (1 - d) p."""
+def make_ddpm_step(model: UNet, ema: UNet, sched: Schedule, lr: float, p_uncond: float, half: bool = False):
+  """One step of L = || ε - ε_θ(x_t, t, y) ||², then the EMA update e <- d e + (1 - d) p.
+  half: the U-Net's convolutions in fp16, its weights and the EMA in fp32, the loss scaled (common.mixed)."""
+  if half: half_precision(model)
   params, ema_params = get_parameters(model), get_parameters(ema)
   opt = nn.optim.Adam(params, lr=lr)
+  scaler = LossScaler(opt, enabled=half)
   realize_init(opt, ema)
   @TinyJit
   def step(x0: Tensor, y: Tensor, ema_decay: Tensor) -> Tensor:
@@ -361,8 +373,8 @@ def make_ddpm_step(model: UNet, ema: UNet, sched: Schedule, lr: float, p_uncond:
       if model.n_classes: y = (Tensor.rand(b) < p_uncond).where(model.n_classes, y)   # drop labels for CFG
       loss = ((model(sched.q_sample(x0, t, eps), t, y) - eps) ** 2).mean()
       opt.zero_grad()
-      loss.backward()
-      updates = opt.schedule_step()
+      scaler.backward(loss)
+      updates = scaler.schedule_step()
       for e, p in zip(ema_params, params): e.assign(ema_decay * e + (1 - ema_decay) * p.detach())
       Tensor.realize(loss, *updates, *ema_params)
     return loss

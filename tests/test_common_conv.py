@@ -139,3 +139,18 @@ def test_every_project_trains_its_convolutions_with_the_shared_mechanism():
     text = path.read_text()
     assert "nn.Conv2d(" not in text, f"{rel}: use common.conv.Conv2d"
     if ".conv2d(" in text: assert rel in NOT_TRAINED, f"{rel}: call common.conv.conv (or say in NOT_TRAINED why not)"
+
+
+def test_half_precision_conv_computes_in_fp16_from_fp32_weights_and_gives_fp32_gradients():
+  from tinygrad import dtypes
+  from common.mixed import half_precision
+  Tensor.manual_seed(2)
+  layer = Conv2d(3, 4, 3, stride=2, padding=1)
+  x = Tensor(np.random.default_rng(4).standard_normal((2, 3, 8, 8)).astype(np.float32))
+  ref = layer(x).numpy()
+  assert half_precision({"net": [layer]}) == 1 and layer.compute_dtype == dtypes.half
+  y = layer(x)
+  assert y.dtype == dtypes.float32 and layer.weight.dtype == dtypes.float32
+  np.testing.assert_allclose(y.numpy(), ref, rtol=2e-2, atol=2e-2)             # fp16 products: ~3 significant digits
+  (gw,) = y.sum().gradient(layer.weight)
+  assert gw.dtype == dtypes.float32 and np.isfinite(gw.numpy()).all()

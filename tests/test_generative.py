@@ -486,3 +486,14 @@ def test_torch_reference_has_no_save_flag_it_would_ignore(capsys):
   spec.loader.exec_module(torch_reference)
   with pytest.raises(SystemExit) as e: torch_reference.main(["--save", "x.safetensors"])
   assert e.value.code == 2 and "unrecognized arguments: --save" in capsys.readouterr().err
+
+
+def test_half_flag_gives_fp16_convolutions_with_fp32_weights_and_loss_scaling():
+  from tinygrad import dtypes
+  assert gm.parse_args(["--quick", "--half"]).half and not gm.parse_args(["--quick"]).half
+  ae = gm.Autoencoder(1, 28, 8)
+  gm.make_ae_step(ae, 1e-3, half=True)
+  assert ae.enc1.compute_dtype == dtypes.half and ae.dec2.compute_dtype == dtypes.half and ae.enc1.weight.dtype == dtypes.float32
+  unet, ema = gm.UNet(1, 8), gm.UNet(1, 8)
+  gm.make_ddpm_step(unet, ema, gm.Schedule("linear", 50), 1e-3, 0.1, half=True)
+  assert unet.down0.conv1.compute_dtype == dtypes.half and ema.down0.conv1.compute_dtype is None   # the EMA copy samples in fp32
