@@ -49,7 +49,7 @@ after the JIT's two warm-up steps), kernels and bytes per token (counted and by 
 and its share of the copy bandwidth; --json writes them as common.bench records.
 """
 from __future__ import annotations
-import argparse, math, os, sys, time
+import argparse, contextlib, math, os, sys, time
 from dataclasses import dataclass
 
 import edge_common as ec          # first: it imports common, which settles DEV before tinygrad reads it
@@ -106,12 +106,11 @@ def forward(cfg: DecoderConfig, w: dict, caches: list[Tensor], rope_cs: Tensor, 
 # ---- the model: the file's weights, the KV cache, prefill and the JIT'd decode step -----------
 
 class GGUFModel(Decoder):
-  """The file's weights on the device, the KV caches, prefill and the JIT'd decode step (decoder_math.Decoder)."""
-  def __init__(self, path, max_context: int, kv_dtype=dtypes.float32):
-    self.file = gf.GGUFFile(path)
-    cfg = config_from_file(self.file)
-    self.w = load_weights(self.file, cfg)
-    freq_factors = self.file.vector("rope_freqs.weight", cfg.hd // 2) if "rope_freqs.weight" in self.file.tensors else None
+  """The file's weights on the device, the KV caches, prefill and the JIT'd decode step (decoder_math.Decoder).
+  f and cfg as open_checked returns them: the file is parsed and checked once."""
+  def __init__(self, f: gf.GGUFFile, cfg: DecoderConfig, max_context: int, kv_dtype=dtypes.float32):
+    self.file, self.w = f, load_weights(f, cfg)
+    freq_factors = f.vector("rope_freqs.weight", cfg.hd // 2) if "rope_freqs.weight" in f.tensors else None
     super().__init__(cfg, max_context, kv_dtype, freq_factors)
 
   def forward(self, tokens, start, T: int, all_logits: bool = False) -> Tensor:
@@ -176,8 +175,8 @@ def tensor_shapes(cfg: DecoderConfig) -> dict[str, tuple[str, tuple[int, ...]]]:
 def check_tensors(f: gf.GGUFFile, cfg: DecoderConfig) -> int:
   """Every tensor the model reads is present, of its shape and of a block type decoded here, before anything is loaded.
   -> their bytes."""
-  total = 0
-  for name, shape in tensor_shapes(cfg).values():
+  total, optional = 0, {"rope_freqs.weight": (cfg.hd // 2,)} if "rope_freqs.weight" in f.tensors else {}
+  for name, shape in [*tensor_shapes(cfg).values(), *optional.items()]:
     info = f.info(name)
     gf.check_supported(info, f.path)
     if math.prod(info.shape) != math.prod(shape) or (len(shape) == 2 and info.shape != shape):
@@ -186,8 +185,29 @@ def check_tensors(f: gf.GGUFFile, cfg: DecoderConfig) -> int:
   return total
 
 
+def open_checked(path) -> tuple[gf.GGUFFile, DecoderConfig, int]:
+  """The file opened and checked as far as it can be before a weight is loaded: header, architecture and shape,
+  every tensor the model reads (present, of its shape and a block type decoded here), a tokenizer in the metadata.
+  -> (the file, its config, the bytes of the weights)."""
+  with naming(path):
+    f = gf.GGUFFile(path)
+    cfg = config_from_file(f)
+    weight_bytes = check_tensors(f, cfg)
+  if not isinstance(f.metadata.get("tokenizer.ggml.tokens"), list):
+    raise UserError(f"{f.path} has no tokenizer (no tokenizer.ggml.tokens in its metadata)")
+  return f, cfg, weight_bytes
+
+
+@contextlib.contextmanager
+def naming(path):
+  """A one-line error from inside (a block size, the tokenizer) names the file, when it does not already."""
+  try: yield
+  except UserError as e:
+    if str(path) in str(e): raise
+    raise UserError(f"{path}: {e}") from None
+
+
 def load_weights(f: gf.GGUFFile, cfg: DecoderConfig) -> dict:
-  check_tensors(f, cfg)
   w: dict = {}
   for key, (name, shape) in common.progress(list(tensor_shapes(cfg).items()), desc="loading weights"):
     w[key] = load_weight(f, name) if len(shape) == 2 else load_vector(f, name, shape[0])
@@ -333,13 +353,9 @@ def chosen(p, args) -> bool:
 
 
 def main(args: argparse.Namespace) -> int:
-  f = gf.GGUFFile(args.gguf)
-  cfg = config_from_file(f)
-  weight_bytes = check_tensors(f, cfg)
-  if not isinstance(f.metadata.get("tokenizer.ggml.tokens"), list):
-    raise UserError(f"{f.path} has no tokenizer (no tokenizer.ggml.tokens in its metadata)")
+  f, cfg, weight_bytes = open_checked(args.gguf)
   from gguf_tokenizer import Tokenizer
-  tok = Tokenizer.from_gguf_metadata(f.metadata)
+  with naming(f.path): tok = Tokenizer.from_gguf_metadata(f.metadata)
   if tok.vocab_size != cfg.vocab: raise UserError(f"{f.path}: the tokenizer has {tok.vocab_size} tokens, token_embd.weight {cfg.vocab} rows")
   ids = tok.encode(tok.chat_prompt(args.prompt) if args.chat else args.prompt)
   if not ids: raise UserError("the prompt is empty (and the model adds no BOS token)")
@@ -353,7 +369,7 @@ def main(args: argparse.Namespace) -> int:
   bench = Bench(ec.PROJECT)
   fix = enable_matvec_fix()                                                 # before the first kernel is compiled
   copy_gbs = ec.measure_copy_bandwidth(bench, copy_mib)
-  model = GGUFModel(args.gguf, context, kv_dtype)
+  model = GGUFModel(f, cfg, context, kv_dtype)
   print(f"prompt: {len(ids)} tokens\n{tok.decode(ids)}", end="", flush=True)
   gen = generate(model, tok, ids, args.max_tokens, args.temperature, args.top_p, args.seed)
   counters = step_counters(model, gen.ids[-1]) if gen.decode_s.samples_s and model.pos < context else None

@@ -143,7 +143,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 def models(files) -> dict[str, gm.GGUFModel]:
   """One model per file, shared: compiling its kernels is most of a test's time. A test sets .pos = 0 to start over
   (positions past it are overwritten before attention reads them)."""
-  return {arch: gm.GGUFModel(path, max_context=32) for arch, path in files.items()}
+  return {arch: gm.GGUFModel(*gm.open_checked(path)[:2], max_context=32) for arch, path in files.items()}
 
 
 # ---- the reference: the gguf package's reader and dequantizer, a float64 forward pass -------------
@@ -271,20 +271,16 @@ def bad_files(good: Path, folder: Path) -> dict[str, tuple[Path, str]]:
     "architecture": (write_gguf(folder / "mamba.gguf", "mamba"), "architecture 'mamba' is not supported"),
     "quant type": (write_gguf(folder / "q5k.gguf", types={"ffn_down.1": Q.Q5_K}), "Q5_K"),
     "no tokenizer": (write_gguf(folder / "notok.gguf", tokenizer=False), "no tokenizer"),
+    "rope_freqs length": (write_gguf(folder / "freqs.gguf", "qwen2", extra_tensor=("rope_freqs.weight", np.ones(5, np.float32), Q.F32)),
+                          "rope_freqs.weight has shape (5,), expected (8,)"),
   }
 
 
-def open_model_checks(path: Path) -> None:
-  """What gguf_model.main does before any weight is loaded (header, architecture, tensors, tokenizer)."""
-  f = gf.GGUFFile(path)
-  gm.check_tensors(f, gm.config_from_file(f))
-  if not isinstance(f.metadata.get("tokenizer.ggml.tokens"), list): raise UserError("no tokenizer")
-
-
-@pytest.mark.parametrize("case", ["not a GGUF", "version", "truncated header", "truncated data", "architecture", "quant type"])
+@pytest.mark.parametrize("case", ["not a GGUF", "version", "truncated header", "truncated data", "architecture", "quant type",
+                                  "no tokenizer", "rope_freqs length"])
 def test_bad_files_are_one_line_user_errors(case, files, tmp_path):
   path, fragment = bad_files(files["llama"], tmp_path)[case]
-  with pytest.raises(UserError) as e: open_model_checks(path)
+  with pytest.raises(UserError) as e: gm.open_checked(path)
   assert fragment in str(e.value) and "\n" not in str(e.value)
 
 
@@ -418,5 +414,6 @@ def test_llm_py_runs_a_gguf_end_to_end_and_reports(files, tmp_path):
   for needle in ("prefill tok/s", "decode tok/s", "weight bytes / token", "% of copy", "PASS"): assert needle in r.stdout, r.stdout
   records = {rec["case"]: rec for rec in validate(json.loads(out.read_text()))}
   dec = records["gguf decode"]
-  assert dec["generated_tokens"] == 4 and dec["weight_bytes_per_token"] == gm.GGUFModel(files["llama"], 8).weight_bytes_per_token()
+  model = gm.GGUFModel(*gm.open_checked(files["llama"])[:2], 8)
+  assert dec["generated_tokens"] == 4 and dec["weight_bytes_per_token"] == model.weight_bytes_per_token()
   assert dec["achieved_GBps"] > 0 and 0 < dec["fraction_of_copy_bw"] and "gguf prefill 2 tokens" in records
