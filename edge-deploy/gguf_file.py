@@ -223,6 +223,12 @@ class GGUFFile:
     info = self.info(name)
     return np.asarray(dequantize_parts(info.type_name, self.parts(name))).reshape(info.shape)    # an array, not a memmap
 
+  def rows(self, name: str, ids: list[int]) -> np.ndarray:
+    """Rows `ids` of a matrix as float32 (len(ids), K), dequantized from those rows' bytes alone (the prompt's embeddings)."""
+    info = self.info(name)
+    raw = self.raw(name).reshape(info.shape[0], -1)[np.asarray(ids, dtype=np.int64)]
+    return dequantize_parts(info.type_name, split_blocks(info.type_name, raw.reshape(-1), (len(ids), info.shape[-1])))
+
   def vector(self, name: str, length: int) -> np.ndarray:
     """A 1-D tensor (a norm weight, a bias) of `length` values as float32; another size is one line."""
     shape = self.info(name).shape

@@ -93,10 +93,9 @@ def transformer_layer(cfg: DecoderConfig, w: dict, i: int, x: Tensor, cache: Ten
   return x + linear(gated, w[f"{i}.down"])
 
 
-def forward(cfg: DecoderConfig, w: dict, caches: list[Tensor], rope_cs: Tensor, tokens, start, T: int, all_logits: bool = False) -> Tensor:
-  """tokens: a (T,) int32 Tensor (prefill) or a bound Variable (decode, T = 1); start: an int or a bound Variable.
+def forward(cfg: DecoderConfig, w: dict, caches: list[Tensor], rope_cs: Tensor, x: Tensor, start, T: int, all_logits: bool = False) -> Tensor:
+  """x: the T tokens' embeddings (T, d) float32; start: an int or a bound Variable.
   -> logits (T, V) with all_logits, else those of the last position (1, V), float32."""
-  x = w["embed"].rows(tokens if isinstance(tokens, Tensor) else slice(tokens, tokens + 1)).dequantize()   # (T, d)
   cos, sin = rope_cs[start:start + T, 0], rope_cs[start:start + T, 1]                                     # (T, hd/2)
   for i in range(cfg.layers): x = transformer_layer(cfg, w, i, x, caches[i], cos, sin, start, T)
   if not all_logits: x = x[T - 1:T]
@@ -114,8 +113,11 @@ class GGUFModel(Decoder):
     super().__init__(cfg, max_context, kv_dtype, freq_factors)
 
   def forward(self, tokens, start, T: int, all_logits: bool = False) -> Tensor:
-    if isinstance(tokens, list): tokens = Tensor(tokens, dtype=dtypes.int32)
-    return forward(self.cfg, self.w, self.caches, self.rope, tokens, start, T, all_logits)
+    """The embeddings: prefill's ids are host ints, so their T rows are dequantized from the file's bytes on the host
+    (a gather on the device would read the whole table); decode's token is a Variable, its row a view of the packed table."""
+    if isinstance(tokens, list): x = Tensor(self.file.rows("token_embd.weight", tokens))
+    else: x = self.w["embed"].rows(slice(tokens, tokens + 1)).dequantize()
+    return forward(self.cfg, self.w, self.caches, self.rope, x, start, T, all_logits)
 
   def weight_bytes_per_token(self) -> int:
     """Every weight but the token table, the output head in full (the table itself when tied) and one table row."""

@@ -60,8 +60,8 @@ class GGMLWeight:
   def row_nbytes(self) -> int: return self.nbytes() // self.shape[0]
 
   def rows(self, index) -> GGMLWeight:
-    """Some rows, still packed: index is a Tensor of row ids (a gather: the prompt's embeddings) or a slice (one row at
-    a bound Variable: the decoded token's embedding, a view, so only that row is read)."""
+    """Some rows, still packed: index a slice (one row at a bound Variable: the decoded token's embedding, a view, so only
+    that row is read; the prompt's rows come from the file, GGUFFile.rows)."""
     parts = {k: v[index] for k, v in self.parts.items()}
     return GGMLWeight(self.kind, (next(iter(parts.values())).shape[0], self.shape[1]), parts)
 
