@@ -243,6 +243,7 @@ class Generation:
   kv_bytes: list[int]             # KV bytes read at each steady step
   stopped: str                    # "eos", "max tokens"
   finite: float                   # the share of the prompt's logits that are finite numbers
+  last_logits: np.ndarray         # the prompt's last position's logits (V,), from the full prefill
 
 
 def generate(model: GGUFModel, tok, prompt_ids: list[int], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
@@ -271,9 +272,20 @@ def generate(model: GGUFModel, tok, prompt_ids: list[int], max_tokens: int, temp
     token = int(greedy.item()) if temperature == 0 else sample(logits_t.numpy()[0], temperature, top_p, rng)
     steps.append(time.perf_counter() - t0)
     kv.append(model.kv_bytes_read(model.pos - 1))
-  out.write(getattr(stream, "flush", lambda: "")() + "\n")                   # a character the last token left unfinished
+  out.write(stream.flush() + "\n")                                          # a character the last token left unfinished
   return Generation(ids, tok.decode(ids), Timing(prefill_times[:1], prefill_times[1:]), Timing(steps[:2], steps[2:]), kv[2:], stopped,
-                    float(np.isfinite(logits).mean()))
+                    float(np.isfinite(logits).mean()), logits[-1].copy())
+
+
+def split_prefill_error(model: GGUFModel, ids: list[int], full_last: np.ndarray) -> float:
+  """The success check: the prompt's last logits from prefill(ids[:-1]) then step(ids[-1]) against the full prefill's,
+  max |difference| / max |logit|. Both paths compute the same numbers through other kernels (matmuls over T rows and a
+  causal mask against the JIT'd matvec step reading the cache), so a cache written at the wrong place, a wrong mask or
+  a wrong position makes them differ; fp32 accumulation in both keeps a working model near 1e-6."""
+  model.pos = 0
+  if len(ids) > 1: model.prefill(ids[:-1])
+  last = model.step(ids[-1])[0].numpy()[0]
+  return float(np.abs(last - full_last).max() / np.abs(full_last).max())
 
 
 def step_counters(model: GGUFModel, token: int) -> tuple[int, int]:
@@ -297,12 +309,26 @@ def enable_matvec_fix() -> str:
   return "on" if matvec.is_installed() else "off"
 
 
+# llama.cpp's LLAMA_FTYPE_*: general.file_type
+FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M",
+              13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
+
+
+def file_kind(f: gf.GGUFFile) -> dict:
+  """What tells two runs of one model apart: the file, its general.file_type, and the block types of its tensors."""
+  kinds = [info.type_name for info in f.tensors.values()]
+  ft = f.metadata.get("general.file_type")
+  return {"file": f.path.name, "file_type": FILE_TYPES.get(ft, "not stated" if ft is None else f"type {ft}"),
+          "block_types": ", ".join(f"{k} x{kinds.count(k)}" for k in sorted(set(kinds), key=lambda k: -kinds.count(k)))}
+
+
 def report(model: GGUFModel, gen: Generation, prompt_len: int, copy_gbs: float, bench: Bench, counters: tuple[int, int] | None,
            matvec_fix: str = "off") -> dict:
-  """The run's figures as a dict, as common.bench records in `bench` (prefill, decode), and printed as a table."""
-  pre = gen.prefill_s.samples_s[0]
-  bench.add(f"gguf prefill {prompt_len} tokens", gen.prefill_s, rate=(prompt_len, "tok/s"))
-  res = {"arch": model.cfg.arch, "prompt_tokens": prompt_len, "generated_tokens": len(gen.ids), "stopped": gen.stopped,
+  """The run's figures as a dict, as common.bench records in `bench` (prefill, decode; the case names the file), and
+  printed as a table."""
+  pre, kind, stem = gen.prefill_s.samples_s[0], file_kind(model.file), model.file.path.stem
+  bench.add(f"gguf prefill {prompt_len} tokens {stem}", gen.prefill_s, rate=(prompt_len, "tok/s"), **kind)
+  res = {**kind, "arch": model.cfg.arch, "prompt_tokens": prompt_len, "generated_tokens": len(gen.ids), "stopped": gen.stopped,
          "prefill_s": pre, "prefill_first_call_s": gen.prefill_s.warmup_s[0], "prefill_tok_s": prompt_len / pre,
          "weight_bytes": sum(v.nbytes() for k, v in model.w.items() if not (k == "head" and model.cfg.tied)),
          "weight_bytes_per_token": model.weight_bytes_per_token(), "copy_GBps": copy_gbs, "matvec_fix": matvec_fix}
@@ -322,9 +348,10 @@ def report(model: GGUFModel, gen: Generation, prompt_len: int, copy_gbs: float, 
     if counters is not None:
       res["tinygrad_estimated_bytes_per_token"] = counters[1]
       rows.append(("tinygrad's estimate of bytes / token", f"{counters[1] / 1e6:,.2f} MB"))
-    bench.add("gguf decode", gen.decode_s, rate=(1, "tok/s"), **res)
+    bench.add(f"gguf decode {stem}", gen.decode_s, rate=(1, "tok/s"), **res)
   else: rows.append(("decode", "too few tokens for steady-state figures (the JIT warms up on the first two steps)"))
-  print(f"\n### {model.file.path.name} ({model.cfg.arch}, {model.cfg.layers} layers, dim {model.cfg.dim}) on {Device.DEFAULT}\n")
+  print(f"\n### {kind['file']} ({model.cfg.arch}, {kind['file_type']}: {kind['block_types']}; {model.cfg.layers} layers, dim {model.cfg.dim})"
+        f" on {Device.DEFAULT}\n")
   print("| figure | value |\n|---|---:|")
   for name, value in rows: print(f"| {name} | {value} |")
   return res
@@ -351,6 +378,7 @@ def chosen(p, args) -> bool:
   mine, other = (GGUF_FLAGS, LEVER_FLAGS) if args.gguf else (LEVER_FLAGS, GGUF_FLAGS)
   for flag in other:
     if flag in args.given: p.error(f"--{flag.replace('_', '-')} {'does not apply to --gguf' if args.gguf else 'is a setting of --gguf'}")
+  if "top_p" in args.given and args.temperature == 0: p.error("--top-p needs --temperature above 0 (at 0 decoding is greedy)")
   return args.gguf is not None
 
 
@@ -372,9 +400,13 @@ def main(args: argparse.Namespace) -> int:
   fix = enable_matvec_fix()                                                 # before the first kernel is compiled
   copy_gbs = ec.measure_copy_bandwidth(bench, copy_mib)
   model = GGUFModel(f, cfg, context, kv_dtype)
-  print(f"prompt: {len(ids)} tokens\n{tok.decode(ids)}", end="", flush=True)
+  print(f"prompt: {len(ids)} tokens{' (chat template around the text)' if args.chat else ''}\n{args.prompt if args.chat else tok.decode(ids)}",
+        end="", flush=True)
   gen = generate(model, tok, ids, args.max_tokens, args.temperature, args.top_p, args.seed)
   counters = step_counters(model, gen.ids[-1]) if gen.decode_s.samples_s and model.pos < context else None
   report(model, gen, len(ids), copy_gbs, bench, counters, fix)
   bench.write_json(args.json)
-  return 0 if check("share of the prompt's logits that are finite", gen.finite, 1.0) else 1
+  split = split_prefill_error(model, ids, gen.last_logits)
+  ok = check("share of the prompt's logits that are finite", gen.finite, 1.0)
+  return 0 if ok & check("prefill(prompt[:-1]) + step(last) vs the full prefill, max |difference| / max |logit|", split, 1e-3,
+                         higher_is_better=False) else 1

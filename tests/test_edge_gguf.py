@@ -329,6 +329,16 @@ def test_projections_of_one_input_and_one_block_type_are_stacked_into_one_matvec
   assert {"0.q", "0.k", "0.v", "0.gate", "0.up"} <= set(llama) and "0.q_k_v" not in llama
 
 
+def test_the_split_prefill_check_passes_a_working_model_and_fails_a_broken_one(models):
+  model = models["qwen2"]
+  model.pos = 0
+  full = model.prefill(PROMPT).numpy()[-1]
+  assert gm.split_prefill_error(model, PROMPT, full) < 1e-5
+  model.pos = 0
+  other = model.prefill(PROMPT[:-1] + [PROMPT[-1] + 1]).numpy()[-1]
+  assert gm.split_prefill_error(model, PROMPT, other) > 1e-2          # logits of another last token: far off
+
+
 def test_a_decode_step_reads_each_weight_byte_once(models):
   model = models["llama"]
   model.pos = 0
@@ -355,7 +365,12 @@ class StubTokenizer:
   """Token ids as text (gguf_tokenizer.py is tested on its own)."""
   def __init__(self, eos): self.eos_ids = {eos}
   def decode(self, ids): return "".join(f"<{i}>" for i in ids)
-  def decode_stream(self): return lambda i: f"<{i}>"
+  def decode_stream(self): return StubStream()
+
+
+class StubStream:
+  def __call__(self, i): return f"<{i}>"
+  def flush(self): return ""
 
 
 def test_generate_streams_the_text_and_stops_at_eos_or_max_tokens(files, models, capsys):
@@ -397,6 +412,9 @@ def test_gguf_flags_and_the_random_weight_flags_exclude_each_other(files, capsys
   assert parse(["--gguf", str(files["llama"]), "--prompt", "x"])[0] and not parse([])[0]
   with pytest.raises(SystemExit): parse(["--gguf", str(files["llama"]), "--llm-config", "tiny"])
   assert "--llm-config does not apply to --gguf" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as e: parse(["--gguf", str(files["llama"]), "--top-p", "0.9"])
+  assert e.value.code == 2 and "--top-p needs --temperature" in capsys.readouterr().err
+  assert parse(["--gguf", str(files["llama"]), "--top-p", "0.9", "--temperature", "0.7"])[0]
 
 
 @pytest.mark.parametrize("case", ["not a GGUF", "truncated data", "architecture", "quant type", "no tokenizer"])
@@ -414,7 +432,8 @@ def test_llm_py_runs_a_gguf_end_to_end_and_reports(files, tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   for needle in ("prefill tok/s", "decode tok/s", "weight bytes / token", "% of copy", "PASS"): assert needle in r.stdout, r.stdout
   records = {rec["case"]: rec for rec in validate(json.loads(out.read_text()))}
-  dec = records["gguf decode"]
+  dec = records["gguf decode tiny-llama"]
   model = gm.GGUFModel(*gm.open_checked(files["llama"])[:2], 8)
   assert dec["generated_tokens"] == 4 and dec["weight_bytes_per_token"] == model.weight_bytes_per_token()
-  assert dec["achieved_GBps"] > 0 and 0 < dec["fraction_of_copy_bw"] and "gguf prefill 2 tokens" in records
+  assert dec["achieved_GBps"] > 0 and 0 < dec["fraction_of_copy_bw"] and "gguf prefill 2 tokens tiny-llama" in records
+  assert dec["file"] == "tiny-llama.gguf" and dec["file_type"] == "not stated" and "Q8_0 x" in dec["block_types"]
