@@ -146,8 +146,13 @@ def config_from_file(f: gf.GGUFFile) -> DecoderConfig:
   head_dim = key("attention.key_length", dim // heads)
   if key("rope.dimension_count", head_dim) != head_dim or key("attention.value_length", head_dim) != head_dim or head_dim % 2:
     raise UserError(f"{f.path}: partial rotary or value heads of another size than the key heads are not supported")
-  scaling = meta.get(f"{arch}.rope.scaling.type", "none")
+  if meta.get(f"{arch}.expert_count", 0): raise UserError(f"{f.path}: mixture-of-experts models are not supported")
+  # a factor with no type is linear (llama.cpp's default), as is the older rope.scale_linear key
+  factor = meta.get(f"{arch}.rope.scaling.factor", meta.get(f"{arch}.rope.scale_linear"))
+  scaling = meta.get(f"{arch}.rope.scaling.type", "none" if factor is None else "linear")
   if scaling not in ("none", "linear"): raise UserError(f"{f.path}: rope scaling {scaling!r} is not supported (none, linear)")
+  if scaling == "linear" and (not isinstance(factor, (int, float)) or factor <= 0):
+    raise UserError(f"{f.path}: rope scaling factor {factor!r} is not a positive number")
   kv_heads = key("attention.head_count_kv", heads)
   if heads % kv_heads: raise UserError(f"{f.path}: {heads} query heads do not split into groups over {kv_heads} KV heads")
   table = f.info("token_embd.weight").shape
@@ -155,7 +160,7 @@ def config_from_file(f: gf.GGUFFile) -> DecoderConfig:
   return DecoderConfig(dim, key("block_count"), heads, kv_heads, key("feed_forward_length"), table[0], tied="output.weight" not in f.tensors,
                        head_dim=head_dim, qk_norm="blk.0.attn_q_norm.weight" in f.tensors, rope_theta=key("rope.freq_base", 10000.0, float),
                        norm_eps=key("attention.layer_norm_rms_epsilon", kind=float), rope_pairs=ROPE_PAIRS[arch],
-                       rope_linear=key("rope.scaling.factor", 1.0, float) if scaling == "linear" else 1.0,
+                       rope_linear=float(factor) if scaling == "linear" else 1.0,
                        qkv_bias="blk.0.attn_q.bias" in f.tensors, arch=arch, context=key("context_length", 4096))
 
 

@@ -77,7 +77,7 @@ ARCH_DEFAULTS = {
 
 
 def write_gguf(path: Path, arch: str = "llama", seed: int = 0, tokenizer: bool = True, alignment: int | None = None,
-               extra_tensor: tuple[str, np.ndarray, Q] | None = None, **over) -> Path:
+               extra_tensor: tuple[str, np.ndarray, Q] | None = None, extra_meta: dict | None = None, **over) -> Path:
   spec = {**ARCH_DEFAULTS.get(arch, ARCH_DEFAULTS["llama"]), **over}
   rng = np.random.default_rng(seed)
   hd = spec["head_dim"] or DIM // HEADS
@@ -88,6 +88,10 @@ def write_gguf(path: Path, arch: str = "llama", seed: int = 0, tokenizer: bool =
   if spec["head_dim"]: w.add_uint32(f"{arch}.attention.key_length", hd)
   w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)
   w.add_float32(f"{arch}.rope.freq_base", 10000.0)
+  for key, value in (extra_meta or {}).items():
+    if isinstance(value, str): w.add_string(f"{arch}.{key}", value)
+    elif isinstance(value, int): w.add_uint32(f"{arch}.{key}", value)
+    else: w.add_float32(f"{arch}.{key}", value)
   if tokenizer:
     w.add_string("tokenizer.ggml.model", "gpt2")
     w.add_string("tokenizer.ggml.pre", "llama-bpe" if arch == "llama" else "qwen2")
@@ -283,6 +287,21 @@ def test_bad_files_are_one_line_user_errors(case, files, tmp_path):
   path, fragment = bad_files(files["llama"], tmp_path)[case]
   with pytest.raises(UserError) as e: gm.open_checked(path)
   assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("keys,factor", [({}, 1.0), ({"rope.scaling.type": "linear", "rope.scaling.factor": 4.0}, 4.0),
+                                         ({"rope.scaling.factor": 8.0}, 8.0), ({"rope.scale_linear": 2.0}, 2.0),
+                                         ({"rope.scaling.type": "none", "rope.scaling.factor": 8.0}, 1.0)])
+def test_rope_scaling_without_a_type_is_linear(keys, factor, tmp_path):
+  path = write_gguf(tmp_path / "scaled.gguf", "qwen2", extra_meta=keys)
+  assert gm.config_from_file(gf.GGUFFile(path)).rope_linear == factor
+
+
+def test_mixture_of_experts_and_unknown_rope_scaling_are_one_line(tmp_path):
+  with pytest.raises(UserError, match="mixture-of-experts models are not supported"):
+    gm.open_checked(write_gguf(tmp_path / "moe.gguf", extra_meta={"expert_count": 8}))
+  with pytest.raises(UserError, match="rope scaling 'yarn' is not supported"):
+    gm.open_checked(write_gguf(tmp_path / "yarn.gguf", extra_meta={"rope.scaling.type": "yarn", "rope.scaling.factor": 4.0}))
 
 
 def test_a_short_read_anywhere_in_the_header_is_truncated(files, tmp_path):
