@@ -57,7 +57,7 @@ def packed(w: np.ndarray, qt: Q, rng) -> np.ndarray:
   if qt not in (Q.Q4_K, Q.Q6_K): return blocks.reshape(w.shape[0], -1)          # a type the model refuses: any bytes
   std = w.std()
   def f16(values): return np.frombuffer(values.astype(np.float16).tobytes(), np.uint8).reshape(*blocks.shape[:2], 2)
-  d = rng.uniform(0.5, 1.5, size=blocks.shape[:2]) * std / (147 if qt == Q.Q4_K else 1330)
+  d = rng.uniform(0.5, 1.5, size=blocks.shape[:2]) * std / (270 if qt == Q.Q4_K else 1420)    # make_gguf.random_kquant's spreads
   if qt == Q.Q4_K: blocks[..., 0:2], blocks[..., 2:4] = f16(d), f16(7.5 * d * rng.uniform(0.8, 1.2, size=d.shape))
   else: blocks[..., 208:210] = f16(d)
   return blocks.reshape(w.shape[0], -1)
@@ -374,10 +374,10 @@ def test_sampling_is_greedy_at_zero_temperature_and_follows_top_p():
   rng = np.random.default_rng(0)
   logits = np.array([2.0, 1.0, 0.5, -1.0, 1.9])
   assert gm.sample(logits, 0.0, 1.0, rng) == 0
-  assert {gm.sample(logits, 1.0, 0.3, rng) for _ in range(50)} == {0}          # the top token alone holds 30 %
+  assert {gm.sample(logits, 1.0, 0.3, rng) for _ in range(50)} == {0}          # the top token alone holds 39 %
   draws = np.bincount([gm.sample(logits, 1.0, 1.0, rng) for _ in range(4000)], minlength=5) / 4000
   np.testing.assert_allclose(draws, np.exp(logits) / np.exp(logits).sum(), atol=0.03)
-  assert set(np.unique([gm.sample(logits, 1.0, 0.6, rng) for _ in range(300)])) == {0, 4}   # 0.34 + 0.31 reach 0.6
+  assert set(np.unique([gm.sample(logits, 1.0, 0.6, rng) for _ in range(300)])) == {0, 4}   # 0.39 + 0.36 reach 0.6
 
 
 class StubTokenizer:
