@@ -176,6 +176,13 @@ def tensor_table(cfg: LlamaConfig, file_type: str) -> list[tuple[str, tuple[int,
 
 # --- plumbing: the GGUF v3 container, streaming the tensors, CLI, main ----------------------------------
 
+def size_text(n: int) -> str:
+  """Bytes in the unit that fits: 2.475 GB, 803.4 MB, 12.3 kB, 416 B."""
+  for unit, scale, digits in (("GB", 1e9, 3), ("MB", 1e6, 1), ("kB", 1e3, 1)):
+    if n >= scale: return f"{n / scale:.{digits}f} {unit}"
+  return f"{n} B"
+
+
 def _string(s: str) -> bytes: return struct.pack("<Q", len(b := s.encode("utf-8"))) + b
 
 
@@ -220,7 +227,7 @@ def write_gguf(path, shape: LlamaConfig, file_type: str, arch: str, vocab: int, 
         for r in range(0, rows, step): f.write(tensor_rows(kind, tname, min(step, rows - r), K, rng))
         f.write(bytes(-f.tell() % ALIGNMENT))
         nbytes, kinds = nbytes + gf.tensor_nbytes(tname, tshape, TYPE_IDS[kind]), kinds + [kind]
-      log(f"  {group:<20} {', '.join(f'{k} x{kinds.count(k)}' for k in dict.fromkeys(kinds)):<24} {nbytes / 1e6:9.1f} MB "
+      log(f"  {group:<20} {', '.join(f'{k} x{kinds.count(k)}' for k in dict.fromkeys(kinds)):<24} {size_text(nbytes):>10} "
           f"{time.perf_counter() - t1:6.2f} s", flush=True)
   types = {k: sum(t[2] == k for t in table) for k in dict.fromkeys(t[2] for t in table)}
   return {"bytes": Path(path).stat().st_size, "seconds": time.perf_counter() - t0, "types": types}
@@ -246,7 +253,7 @@ def main() -> int:
   if vocab != shape.vocab and args.vocab_tokens is None: print(f"note: the vocabulary grows from {shape.vocab} to {vocab} tokens", file=sys.stderr)
   print(f"writing {args.out}: {arch}, dim {shape.dim}, {shape.layers} layers, vocab {vocab}, {args.type}, random weights (seed {args.seed})")
   res = write_gguf(args.out, shape, args.type, arch, vocab, args.seed, name=f"random {arch} {args.type}")
-  print(f"wrote {args.out}: {res['bytes'] / 1e9:.3f} GB in {res['seconds']:.1f} s; tensors by type: "
+  print(f"wrote {args.out}: {size_text(res['bytes'])} in {res['seconds']:.1f} s; tensors by type: "
         f"{', '.join(f'{k} {n}' for k, n in res['types'].items())}\nrun it: python3 edge-deploy/llm.py --gguf {args.out} --prompt Hi")
   return 0
 

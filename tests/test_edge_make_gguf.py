@@ -140,3 +140,7 @@ def test_the_command_writes_a_file_that_llm_py_runs(tmp_path):
   assert r.returncode == 0 and "blk.1" in r.stdout and "Q6_K 3" in r.stdout, r.stdout + r.stderr[-2000:]
   r = run_py(str(EDGE / "llm.py"), "--gguf", str(path), "--prompt", "hi", "--max-tokens", "3", "--quick")
   assert r.returncode == 0 and "generated tokens | 3" in r.stdout and "PASS" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_sizes_are_printed_in_a_unit_that_fits():
+  assert [mg.size_text(n) for n in (2_475_000_000, 803_400_000, 12_345, 416)] == ["2.475 GB", "803.4 MB", "12.3 kB", "416 B"]
