@@ -31,12 +31,13 @@ Decode is bandwidth-bound (llm.py's docstring): every weight byte is read once p
     bytes/token = Σ packed weight bytes (layers, final norm, output head) + one embedding row + the KV cache read
     achieved GB/s = bytes/token / (s/token),   compared with the copy bandwidth y = x + 1 measured in the same run
 A Q4_K weight is 4.5 bits, so the same model reads 3.6x fewer bytes per token than in fp16 (gguf_weights.py).
-To get near that bound on a GPU each matvec needs wide loads and enough threads per row: main() turns on the backend's
-matvec fix (MATVEC_FIX=0 leaves it off), and load_weights stacks the rows of projections that read the same input and
-share a block type, [Wq; Wk; Wv] and [Wgate; Wup], so each group is one matvec (never two matvecs in one kernel,
-which tinygrad would run with one thread per row): 11 kernels per layer as in llm.py, the softmax's denominator summed
-inside the P·V loop (decoder_math.attention; 12 where q, k and v differ in type, as in the Q4_K_M layers whose attn_v
-is Q6_K), 7 more per token.
+To get near that bound on a GPU each matvec needs wide loads and enough threads per row: llm.py --gguf turns on the
+backend's matvec fix (MATVEC_FIX=1 unless set: common/env.py installs it; MATVEC_FIX=0 leaves it off), and
+load_weights stacks the rows of projections that read the same input and share a block type, [Wq; Wk; Wv] and
+[Wgate; Wup], so each group is one matvec (never two matvecs in one kernel, which tinygrad would run with one thread
+per row): 11 kernels per layer as in llm.py, the softmax's denominator summed inside the P·V loop
+(decoder_math.attention; 12 where q, k and v differ in type, as in the Q4_K_M layers whose attn_v is Q6_K), 7 more
+per token.
 
 Run it
   python3 edge-deploy/llm.py --gguf model.gguf --prompt "The capital of France is" --max-tokens 32
@@ -49,7 +50,7 @@ after the JIT's two warm-up steps), kernels and bytes per token (counted and by 
 and its share of the copy bandwidth; --json writes them as common.bench records.
 """
 from __future__ import annotations
-import argparse, contextlib, math, os, sys, time
+import argparse, contextlib, math, sys, time
 from dataclasses import dataclass
 
 import edge_common as ec          # first: it imports common, which settles DEV before tinygrad reads it
@@ -302,18 +303,6 @@ def step_counters(model: GGUFModel, token: int) -> tuple[int, int]:
 
 # --- plumbing: report, flags, main ---------------------------------------------------------------
 
-def enable_matvec_fix() -> str:
-  """The backend's matvec fix (backend/patches/matvec.py), on unless MATVEC_FIX=0: without it tinygrad lays a packed
-  matvec out with scalar loads and 16 threads per row, or one thread per row (a K-quant row of 2048 values is 8
-  blocks, too few to split), and decode runs far below the memory bandwidth. It changes only kernels with GPU
-  threads and shared memory: on a CPU, nothing. -> "on" or "off"."""
-  if os.environ.get("MATVEC_FIX") == "0": return "off"
-  import backend
-  from backend.patches import matvec
-  backend.install_matvec_fix()
-  return "on" if matvec.is_installed() else "off"
-
-
 # llama.cpp's LLAMA_FTYPE_*: general.file_type
 FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M",
               13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
@@ -402,7 +391,7 @@ def main(args: argparse.Namespace) -> int:
   ec.check_fits(weight_bytes + 2 * cfg.layers * cfg.kv_heads * cfg.hd * context * kv_dtype.itemsize + 2 * copy_mib * 2**20,
                 f"{f.path.name} with a context of {context}")
   bench = Bench(ec.PROJECT)
-  fix = enable_matvec_fix()                                                 # before the first kernel is compiled
+  fix = common.SETUP.matvec_fix              # installed by common/env.py: llm.py sets MATVEC_FIX=1 for --gguf unless it is set
   copy_gbs = ec.measure_copy_bandwidth(bench, copy_mib)
   model = GGUFModel(f, cfg, context, kv_dtype)
   print(f"prompt: {len(ids)} tokens{' (chat template around the text)' if args.chat else ''}\n{args.prompt if args.chat else tok.decode(ids)}",

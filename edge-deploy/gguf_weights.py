@@ -21,7 +21,7 @@ What makes that kernel fast on a GPU, where decode should run at the memory band
   - a thread layout: the backend's matvec fix (backend/patches/matvec.py, packed_matvec_opts) gives such a kernel 32
     threads per row, each loading 16 bytes of codes per step (32 four-bit values), where tinygrad's own heuristic
     gives 16 threads of scalar byte loads, or one thread per row for a K-quant (a row of 2048 is only 8 blocks).
-    gguf_model.main turns the fix on (MATVEC_FIX=0 leaves it off);
+    llm.py --gguf turns the fix on (MATVEC_FIX=1 unless set; MATVEC_FIX=0 leaves it off);
   - no int -> float conversion per weight (a slow GPU instruction): code_minus below builds the float from bits.
 
 Memory layout per type (rows R, row length K):

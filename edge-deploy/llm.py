@@ -40,6 +40,9 @@ import argparse, json, math, os, subprocess, sys
 from dataclasses import dataclass
 from pathlib import Path
 
+# --gguf wants the backend's matvec fix (gguf_model.py): common/env.py installs it when common is imported with
+# MATVEC_FIX=1, the one switch for both modes (MATVEC_FIX=0 leaves it off)
+if any(a == "--gguf" or a.startswith("--gguf=") for a in sys.argv[1:]): os.environ.setdefault("MATVEC_FIX", "1")
 import edge_common as ec          # first: it imports common, which settles DEV before tinygrad reads it
 import common
 import numpy as np
