@@ -96,11 +96,11 @@ def compute_dtype(precision: str): return dtypes.half if precision == "fp16" els
 
 # ---- benchmarks -----------------------------------------------------------------------------------
 
-def planned_bytes(name: str, p: zm.Params, precision: str, batch: int) -> float:
+def planned_bytes(name: str, n_params: int, largest_activation: int, precision: str, batch: int) -> float:
   """memory_plan.py's inference estimate: weights + 2 × the largest activation map per image × batch."""
   import memory_plan as mp
   dt = "fp16" if precision == "fp16" else "fp32"
-  spec = mp.ModelSpec(name, {dt: zm.n_params(p.state)}, act_elems=2 * p.largest_activation, act_dtype=dt)
+  spec = mp.ModelSpec(name, {dt: n_params}, act_elems=2 * largest_activation, act_dtype=dt)
   return mp.plan(spec, batch=batch)["total"]
 
 
@@ -129,13 +129,15 @@ def run_bench(cfg: ZooConfig, bench: Bench) -> list[dict]:
       gc.collect()
       base_mem = GlobalCounters.mem_used
       p = zm.build(name, cfg.seed)
-      state = cast(p.state, precision)
+      state, n, act = cast(p.state, precision), zm.n_params(p.state), p.largest_activation
+      del p                                                  # the fp32 originals of an fp16 model are freed before measuring
+      gc.collect()
       for batch in dict.fromkeys((1, cfg.batch)):
         rec = bench_case(bench, cfg, name, state, precision, batch, base_mem)
-        rec["planned_bytes"] = planned_bytes(name, p, precision, batch)
+        rec["planned_bytes"] = planned_bytes(name, n, act, precision, batch)
         rows.append(rec)
         gc.collect()
-      del p, state
+      del state
   print_bench(rows, cfg)
   return rows
 
