@@ -119,6 +119,8 @@ def greedy_token(logits: Tensor, row: int = 256) -> Tensor:
   return (n - first).reshape(1, 1).cast(dtypes.int32)
 
 
+# --- plumbing: the KV caches and the JIT'd step that replays the math above at every position ------------------
+
 class Decoder:
   """KV caches on the device, the RoPE table, and ONE TinyJit'd decode step: the position is a bound Variable, and so
   is the token when it comes from the host (an int), so the kernels captured once replay at every position.
