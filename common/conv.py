@@ -71,14 +71,18 @@ def upsample_nearest(x: Tensor, factor: int) -> Tensor:
   return x.reshape(b, c, h, 1, w, 1).expand(b, c, h, factor, w, factor).reshape(b, c, h * factor, w * factor)
 
 
-def prefers_im2col(stride: tuple[int, int], upsample: int) -> bool:
+def prefers_im2col(stride: tuple[int, int], upsample: int, device: str | None = None) -> bool:
   """Which form to use, from measurements of forward + both gradients without BEAM (scripts/conv_bench.py per
-  layer, scripts/step_bench.py per training step; docs/results.md has the tables). The im2col form was 1.5-8.5x
-  faster on the H200 (fp32), and 1.2-2.5x on the 2-core CPU, wherever tinygrad's conv2d differentiates through a
-  strided or upsampled view; tinygrad's own conv2d was up to 2.2x faster on plain stride-1 layers. A 1-channel
-  input is no exception: its layer alone was faster as im2col on the H200, but the audio CNN's step with it was
-  1.47x slower (13.4 vs 9.1 ms), and on the CPU the layer was 2x slower. On the Orin this is expected to hold in
-  direction, not in the factors (not measured)."""
+  layer, scripts/step_bench.py per training step; docs/results.md has the tables). On the H200 (fp32) the im2col
+  form was 1.5-8.5x faster per layer wherever tinygrad's conv2d differentiates through a strided or upsampled
+  view, and took the autoencoder's step from 11.7 to 5.8 ms; tinygrad's own conv2d was up to 2.2x faster on plain
+  stride-1 layers. A 1-channel input is no exception: its layer alone was faster as im2col, but the audio CNN's
+  step with it was 1.47x slower (13.4 vs 9.1 ms). On the 2-core CPU the strided and upsampled layers alone were
+  1.2-2.5x faster as im2col at batch 16, but the autoencoder's whole step at batch 128 was about 1.6x slower
+  (4.4-6.8 s against 2.4-3.6 s, three interleaved pairs on a shared machine), so CPUs keep tinygrad's conv2d.
+  On the Orin's GPU this is expected to hold in direction, not in the factors (not measured)."""
+  from tinygrad import Device
+  if (device or Device.DEFAULT).split(":")[0] in ("CPU", "CLANG", "LLVM"): return False
   return upsample > 1 or stride != (1, 1)
 
 

@@ -3,6 +3,7 @@ autoencoder step of generative_models.py, at the shapes of scripts/step_bench.py
 
     DEV=CUDA python3 scripts/profile_step.py --step unet --top 30
     python3 scripts/profile_step.py --step ae --batch 8          # CPU: a small batch, minutes of compiling
+    python3 scripts/profile_step.py --step ae --time 5           # the step's median time instead
 
 Each kernel's time is its median over the replays with a synchronize after each kernel (JIT=2); GFLOP/s
 and GB/s are tinygrad's own estimates per kernel, as DEBUG=2 prints them. Kernel names carry the loop
@@ -22,6 +23,8 @@ def main() -> int:
   p.add_argument("--step", choices=("unet", "ae"), default="unet", help="the DDPM U-Net step (width 64) or the autoencoder step")
   p.add_argument("--batch", type=positive_int, default=128, help="batch size")
   p.add_argument("--top", type=positive_int, default=25, help="kernels to list")
+  p.add_argument("--time", type=positive_int, default=None, metavar="N",
+                 help="instead of the profile: the median wall time of N JIT'd steps after 3 warm-up steps (synchronized)")
   args = p.parse_args()
   import numpy as np
   from tinygrad import Tensor
@@ -34,7 +37,20 @@ def main() -> int:
   else:
     step = gm.make_ae_step(gm.Autoencoder(3, 32, 32), 1e-3)
     inputs = (Tensor(rng.random((b, 3, 32, 32), dtype=np.float32)),)
-  rows, wall = profile_step(step.fxn, *(t.realize() for t in inputs))     # .fxn: the step before TinyJit wraps it
+  inputs = tuple(t.realize() for t in inputs)
+  if args.time:
+    import statistics, time
+    from tinygrad import Device
+    for _ in range(3): step(*inputs)
+    times = []
+    for _ in range(args.time):
+      t0 = time.perf_counter()
+      step(*inputs)
+      Device[Device.DEFAULT].synchronize()
+      times.append(time.perf_counter() - t0)
+    print(f"{args.step} train step, batch {b}: median {statistics.median(times) * 1e3:.1f} ms over {args.time} steps")
+    return 0
+  rows, wall = profile_step(step.fxn, *inputs)     # .fxn: the step before TinyJit wraps it
   print(f"## {args.step} train step, batch {b}\n" + profile_table(rows, wall, top=args.top))
   return 0
 

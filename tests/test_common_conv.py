@@ -94,8 +94,8 @@ def test_module_is_a_drop_in_for_nn_conv2d():
 def test_module_upsample_and_form_choice():
   from tinygrad import nn
   from common.conv import prefers_im2col, upsample_nearest
-  assert prefers_im2col((2, 2), 1) and prefers_im2col((1, 2), 1) and prefers_im2col((1, 1), 2)
-  assert not prefers_im2col((1, 1), 1)
+  assert prefers_im2col((2, 2), 1, "CUDA") and prefers_im2col((1, 2), 1, "NV") and prefers_im2col((1, 1), 2, "CUDA")
+  assert not prefers_im2col((1, 1), 1, "CUDA") and not prefers_im2col((2, 2), 2, "CPU")
   Tensor.manual_seed(5)
   ours = Conv2d(6, 4, 3, padding=1)
   Tensor.manual_seed(5)
@@ -113,14 +113,16 @@ def test_default_split_divides_the_batch_and_keeps_pieces_long():
   assert default_split(7, 10, 10 ** 6) in (1, 7)
 
 
-def test_functional_conv_matches_tinygrad_conv2d_in_both_forms():
-  from common.conv import conv
+@pytest.mark.parametrize("gpu_rule", [False, True])
+def test_functional_conv_matches_tinygrad_conv2d_in_both_forms(gpu_rule, monkeypatch):
+  import common.conv as cc
+  if gpu_rule: monkeypatch.setattr(cc, "prefers_im2col", lambda stride, upsample: upsample > 1 or stride != (1, 1))   # as on a GPU
   rng = np.random.default_rng(11)
   x, w, b = (Tensor(rng.standard_normal(s).astype(np.float32)) for s in ((4, 3, 9, 9), (5, 3, 3, 3), (5,)))
-  for stride in (1, 2):                                          # stride 2: the im2col form; stride 1: tinygrad's
-    np.testing.assert_allclose(conv(x, w, b, stride, 1).numpy(), x.conv2d(w, b, stride=stride, padding=1).numpy(), rtol=1e-5, atol=1e-5)
-  x16, w16 = Tensor(rng.standard_normal((2, 16, 6, 6)).astype(np.float32)), Tensor(rng.standard_normal((4, 16, 3, 3)).astype(np.float32))
-  np.testing.assert_allclose(conv(x16, w16, padding=1).numpy(), x16.conv2d(w16, padding=1).numpy(), rtol=1e-5, atol=1e-5)
+  for stride in (1, 2):                                          # with the GPU rule, stride 2 takes the im2col form
+    np.testing.assert_allclose(cc.conv(x, w, b, stride, 1).numpy(), x.conv2d(w, b, stride=stride, padding=1).numpy(), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(cc.conv(x, w, b, 1, 1, upsample=2).numpy(), cc.upsample_nearest(x, 2).conv2d(w, b, padding=1).numpy(),
+                             rtol=1e-5, atol=1e-5)
 
 
 # The convolutions that stay tinygrad's conv2d on purpose, and why:
