@@ -219,7 +219,7 @@ def parse_args(argv=None) -> tuple:
   g.add_argument("--image", metavar="PATH", default=None, help="with --weights: print this image's top-5 ImageNet classes")
   g.add_argument("--precisions", default="fp32,fp16", help="comma list of fp32, fp16, tf32 (tf32: CUDA/NV only; with --bench)")
   g.add_argument("--size", type=ec.int_range(32, 1024), default=224, help="image side in px for --bench and the demo")
-  g.add_argument("--batch", type=ec.int_range(2, 1024), default=32, help="throughput batch for --bench (batch 1 is always timed)")
+  g.add_argument("--batch", type=ec.int_range(1, 1024), default=32, help="throughput batch for --bench (batch 1 is always timed; 1: latency only)")
   p.preset("quick", size=64, batch=4)
   args = p.parse_args(argv)
   models = tuple(zm.MODELS) if args.model == "all" else tuple(m.strip() for m in args.model.split(",") if m.strip())

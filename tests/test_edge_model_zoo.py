@@ -282,12 +282,13 @@ def test_weights_and_image_print_top5(resnet18_file, tmp_path):
 @pytest.mark.slow
 def test_quick_bench_json_validates(tmp_path):
   from common.bench import validate
-  # every model, at the smallest size that keeps them all valid; fp32 only (fp16 is 2-10x slower on a CPU: minutes)
-  r = run_py(SCRIPT, "--bench", "--quick", "--precisions", "fp32", "--size", "32", "--batch", "2", "--json", str(tmp_path / "zoo.json"),
+  # every model at the smallest size that keeps them all valid, fp32 and batch 1 only (fp16 is 2-10x slower on a
+  # CPU, and each batch size compiles its own kernels); test_small_bench_json_validates covers the batch records
+  r = run_py(SCRIPT, "--bench", "--quick", "--precisions", "fp32", "--size", "32", "--batch", "1", "--json", str(tmp_path / "zoo.json"),
              "--out", str(tmp_path), timeout=1800)
   assert r.returncode == 0, r.stderr[-2000:]
   recs = validate(json.loads((tmp_path / "zoo.json").read_text()))
-  assert {r["case"] for r in recs} == {f"{m} fp32 b={b}" for m in zm.MODELS for b in (1, 2)}
+  assert {r["case"] for r in recs} == {f"{m} fp32 b=1" for m in zm.MODELS}
   for rec in recs: assert rec["kernels"] > 10 and rec["gflop"] > 0 and rec["mem_bytes"] > 0 and rec["planned_bytes"] > 0
 
 
