@@ -18,7 +18,8 @@ reduction in S pieces (the batch in S chunks, each with its own broadcast copy o
 materialized by contiguous_backward), so the first kernel has S times the outputs to spread over the
 GPU and a second one sums the S partial gradients: the split-K of a matrix product, done by autograd.
 
-The cols tensor is never stored: its views are read inside the product's kernel.
+`conv2d` never stores the cols tensor: its views are read inside the product's kernel. `conv2d_gemm` stores it,
+channels last, so that all three products are plain GEMMs; `conv_form` picks the form per layer and device.
 """
 from __future__ import annotations
 import math
@@ -56,6 +57,29 @@ def conv2d(x: Tensor, w: Tensor, bias: Tensor | None = None, stride: int | tuple
   return y if bias is None else y + bias.reshape(1, o, 1, 1)
 
 
+def conv2d_gemm(x: Tensor, w: Tensor, bias: Tensor | None = None, stride: int | tuple[int, int] = 1,
+                padding: int | tuple[int, int] = 0, split: int = 1) -> Tensor:
+  """The same convolution (groups = 1) as two dense matrix products on a stored patch matrix:
+  cols (B·Ho·Wo, C·k_h·k_w) is materialized once, channels last, so the forward (cols @ wᵀ), the input
+  gradient (∂L/∂y @ w, then col2im) and the weight gradient (colsᵀ @ ∂L/∂y, split in `split` pieces along
+  B·Ho·Wo) are each a plain GEMM over contiguous operands, the shape tinygrad's heuristic and tensor cores
+  handle best. The price is the patch matrix's memory: B·Ho·Wo·C·k² numbers. As with any .contiguous() in
+  tinygrad 0.14, take gradients before realizing the output: realizing y first stores the patch matrix as a
+  plain buffer and ∂L/∂x stops there (zeros), while ∂L/∂w stays right. A training step (loss.backward()
+  before anything is realized, as every project's TinyJit step does it) is not affected."""
+  (b, c, _, _), (o, cg, kh, kw) = x.shape, w.shape
+  if c != cg: raise ValueError(f"conv2d_gemm: input has {c} channels, weight {tuple(w.shape)} (groups are not supported here)")
+  cols = im2col(x, (kh, kw), _pair(stride), _pair(padding))                        # (B, C, T, Ho, Wo)
+  ho, wo = cols.shape[-2:]
+  m, k = b * ho * wo, c * kh * kw
+  if m % split: raise ValueError(f"conv2d_gemm: split {split} must divide B·Ho·Wo = {m}")
+  cols = cols.permute(0, 3, 4, 1, 2).reshape(split, m // split, k).contiguous()   # stored: (S, M/S, K)
+  wt = w.reshape(1, o, k).permute(0, 2, 1)                                          # (1, K, O)
+  if split > 1: wt = wt.expand(split, k, o).contiguous_backward()
+  y = (cols @ wt).reshape(b, ho, wo, o).permute(0, 3, 1, 2)
+  return y if bias is None else y + bias.reshape(1, o, 1, 1)
+
+
 def default_split(batch: int, outputs: int, reduction: int) -> int:
   """A split for the weight gradient: enough pieces that the first kernel has ~64k outputs, each piece
   still reducing over >= 256 numbers, and a divisor of the batch (1 when nothing is gained)."""
@@ -71,35 +95,58 @@ def upsample_nearest(x: Tensor, factor: int) -> Tensor:
   return x.reshape(b, c, h, 1, w, 1).expand(b, c, h, factor, w, factor).reshape(b, c, h * factor, w * factor)
 
 
-def prefers_im2col(stride: tuple[int, int], upsample: int, device: str | None = None) -> bool:
-  """Which form to use, from measurements of forward + both gradients without BEAM (scripts/conv_bench.py per
-  layer, scripts/step_bench.py per training step; docs/results.md has the tables). On the H200 (fp32) the im2col
-  form was 1.5-8.5x faster per layer wherever tinygrad's conv2d differentiates through a strided or upsampled
-  view, and took the autoencoder's step from 11.7 to 5.8 ms; tinygrad's own conv2d was up to 2.2x faster on plain
-  stride-1 layers. A 1-channel input is no exception: its layer alone was faster as im2col, but the audio CNN's
-  step with it was 1.47x slower (13.4 vs 9.1 ms). On the 2-core CPU the strided and upsampled layers alone were
-  1.2-2.5x faster as im2col at batch 16, but the autoencoder's whole step at batch 128 was about 1.6x slower
-  (4.4-6.8 s against 2.4-3.6 s, three interleaved pairs on a shared machine), so CPUs keep tinygrad's conv2d.
-  On the Orin's GPU this is expected to hold in direction, not in the factors (not measured)."""
+def gemm_split(rows: int, outputs: int) -> int:
+  """The weight gradient's split for conv2d_gemm: colsᵀ @ ∂L/∂y has `outputs` = C·k²·O numbers, each a sum
+  over `rows` = B·Ho·Wo. Up to 2,048 outputs tinygrad's heuristic already splits the sum itself (GROUPTOP),
+  and a split of ours only gets in its way (1 -> 8 pieces: 0.29 -> 2.05 ms on the U-Net's input layer); above
+  that, 32 pieces of >= 128 rows each were the fastest of 1, 8 and 32 on every 3×3 layer we timed."""
+  if outputs <= 2048: return 1
+  for s in range(32, 1, -1):
+    if rows % s == 0 and rows // s >= 128: return s
+  return 1
+
+
+def conv_form(kernel: tuple[int, int], stride: tuple[int, int], upsample: int, groups: int, in_channels: int,
+              device: str | None = None) -> str:
+  """Which form `conv` computes a layer in, from measurements of forward + both gradients without BEAM
+  (scripts/conv_bench.py per layer, scripts/step_bench.py per training step; docs/results.md has the tables):
+    "conv2d"  tinygrad's own: grouped (depthwise) layers, and plain 1×1 layers, already one matrix product;
+              on a GPU also stride-1 layers with fewer than 1,152 = 128·3·3 numbers per patch, where the
+              stored patch matrix costs more traffic than its products save (H200: U-Net 64→64 at 28²
+              2.15 ms against 2.45; the audio CNN's 16-64 channel step 9.2 ms against 11.7).
+    "gemm"    conv2d_gemm: everything else. On the H200 1.5-8x faster per layer than tinygrad's conv2d for
+              strided, upsampled and wide layers (VGG 512→512 at 64²: 2.84 ms against 22.9). On the 2-core
+              CPU every such layer: the autoencoder's batch-128 step 0.8 s against 2.5 s, the U-Net's at
+              batch 16 4.0 s against 11.1 s.
+  CONV_FORM=gemm|views|conv2d in the environment forces one form (views: this module's im2col `conv2d`,
+  which reads the patches as views instead of storing them), to compare them in a benchmark.
+  On the Orin's GPU the GPU rule is expected to hold in direction, not in the factors (not measured)."""
+  import os
   from tinygrad import Device
-  if (device or Device.DEFAULT).split(":")[0] in ("CPU", "CLANG", "LLVM"): return False
-  return upsample > 1 or stride != (1, 1)
+  forced = os.environ.get("CONV_FORM", "auto")
+  if forced not in ("auto", "gemm", "views", "conv2d"): raise ValueError(f"CONV_FORM={forced!r}: use auto, gemm, views or conv2d")
+  if groups > 1 and forced == "gemm": return "conv2d"
+  if forced != "auto": return forced
+  if groups > 1 or (kernel == (1, 1) and stride == (1, 1) and upsample == 1): return "conv2d"
+  if (device or Device.DEFAULT).split(":")[0] in ("CPU", "CLANG", "LLVM"): return "gemm"
+  return "gemm" if stride != (1, 1) or upsample > 1 or in_channels * kernel[0] * kernel[1] >= 1152 else "conv2d"
 
 
 def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
          groups: int = 1, upsample: int = 1, dilation: int | tuple[int, int] = 1) -> Tensor:
   """The convolution every project calls: x.conv2d(weight, bias, ...) of the nearest-`upsample`x-upsampled x,
-  computed in the form that trains faster (`prefers_im2col`), with the weight-gradient split for strided layers."""
+  computed in the form `conv_form` picks, with the weight gradient split by `gemm_split`."""
   if upsample > 1: x = upsample_nearest(x, upsample)
   stride = _pair(stride)
-  if (isinstance(padding, (tuple, list)) and len(padding) != 2) or _pair(dilation) != (1, 1) \
-     or not prefers_im2col(stride, upsample):
-    return x.conv2d(weight, bias, groups, stride, dilation, padding)          # tinygrad's own conv2d
+  odd = (isinstance(padding, (tuple, list)) and len(padding) != 2) or _pair(dilation) != (1, 1)
+  form = "conv2d" if odd else conv_form(tuple(weight.shape[2:]), stride, upsample, groups, x.shape[1])
+  if form == "conv2d": return x.conv2d(weight, bias, groups, stride, dilation, padding)          # tinygrad's own conv2d
   (kh, kw), (ph, pw) = weight.shape[2:], _pair(padding)
   ho, wo = (x.shape[2] + 2 * ph - kh) // stride[0] + 1, (x.shape[3] + 2 * pw - kw) // stride[1] + 1
-  # the split paid off for strided layers only (their weight gradient has the fewest outputs per product)
-  split = default_split(x.shape[0], math.prod(weight.shape), x.shape[0] * ho * wo) if stride != (1, 1) else 1
-  return conv2d(x, weight, bias, stride, (ph, pw), groups, split)
+  if form == "views":
+    split = default_split(x.shape[0], math.prod(weight.shape), x.shape[0] * ho * wo) if stride != (1, 1) else 1
+    return conv2d(x, weight, bias, stride, (ph, pw), groups, split)
+  return conv2d_gemm(x, weight, bias, stride, (ph, pw), gemm_split(x.shape[0] * ho * wo, math.prod(weight.shape)))
 
 
 class Conv2d(nn.Conv2d):

@@ -84,6 +84,12 @@ def cnn_spec(width: int, precision: str = "fp32") -> ModelSpec:
   # training keeps what each op needs backwards (input, conv and ReLU outputs, pooled maps, logits), and
   # while the backward pass runs, the gradient of the largest of them (conv1's output) is alive too
   train = 784 + 2 * width * 26 * 26 + width * 13 * 13 + 2 * (2 * width) * 11 * 11 + 2 * width * 25 + 10 + width * 26 * 26
+  # common.conv's gemm form (the one it picks for a layer on this device: conv_form) stores each layer's patch
+  # matrix, Ho·Wo·C·9 per image, kept for ∂L/∂w; a layer that also passes ∂L/∂x down (conv2) has ∂L/∂patches and
+  # its channels-first copy for the col2im sum alive in the backward pass too, 3 patch matrices in all
+  from common.conv import conv_form
+  for cin, out_hw, passes_grad in ((1, 26, False), (width, 11, True)):
+    if conv_form((3, 3), (1, 1), 1, 1, cin) == "gemm": train += (3 if passes_grad else 1) * out_hw * out_hw * cin * 9
   return ModelSpec(f"digit CNN w={width} ({precision})", {precision: ec.cnn_param_count(width)}, act, train, act_dtype=precision)
 
 

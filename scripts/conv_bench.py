@@ -35,9 +35,9 @@ def flops(b, cin, cout, hw, k, stride, up) -> float:
   return 3 * 2 * b * cin * cout * k * k * out * out        # forward, input gradient, weight gradient
 
 
-def tinygrad_cases(bench, layers, dtype_name, profile, which, splits=None):
+def tinygrad_cases(bench, layers, dtype_name, profile, which, splits=None, gemm_splits=(1,)):
   from tinygrad import Tensor, TinyJit, dtypes
-  from common.conv import conv2d, default_split
+  from common.conv import conv2d, conv2d_gemm, default_split
   dt = dtypes.half if dtype_name == "fp16" else dtypes.float
   for name, b, cin, cout, hw, k, s, up in layers:
     x = Tensor.randn(b, cin, hw, hw, dtype=dt).realize()
@@ -50,6 +50,9 @@ def tinygrad_cases(bench, layers, dtype_name, profile, which, splits=None):
     for sp in sorted({1, split} if splits is None else {v for v in splits if b % v == 0}):
       if splits is not None or ("split1" if sp == 1 else "split") in which:
         variants[f"common.conv split={sp}"] = lambda x, w, sp=sp: conv2d(x, w, stride=s, padding=k // 2, split=sp)
+    if "gemm" in which:
+      for sp in [v for v in gemm_splits if (b * out * out) % v == 0]:
+        variants[f"common.conv gemm split={sp}"] = lambda x, w, sp=sp: conv2d_gemm(x, w, stride=s, padding=k // 2, split=sp)
     for label, fn in variants.items():
       def step(x, w, g, fn=fn):
         xi = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3) if up else x
@@ -89,7 +92,8 @@ def main() -> int:
   p.add_argument("--profile", action="store_true", help="print the top kernels of each tinygrad case")
   p.add_argument("--json", default=None)
   p.add_argument("--only", default=None, help="comma-separated substrings: only layers whose name holds one")
-  p.add_argument("--variants", default="conv2d,split1,split", help="which tinygrad variants: conv2d, split1, split")
+  p.add_argument("--variants", default="conv2d,split1,split", help="which tinygrad variants: conv2d, split1, split, gemm")
+  p.add_argument("--gemm-splits", type=int_list, default=[1, 8, 32], help="the gemm variant's weight-gradient splits")
   p.add_argument("--beam-minutes", type=positive_float, default=None, help="BEAM budget (with JITBEAM=N)")
   p.add_argument("--splits", type=int_list, default=None, help="time common.conv with these splits (divisors of the batch) instead")
   p.add_argument("--batch", type=positive_int, default=None, help="every layer at this batch (default: the project's)")
@@ -104,7 +108,7 @@ def main() -> int:
 
   def run() -> int:
     bench = Bench("conv")
-    tinygrad_cases(bench, layers, args.dtype, args.profile, args.variants.split(","), args.splits)
+    tinygrad_cases(bench, layers, args.dtype, args.profile, args.variants.split(","), args.splits, args.gemm_splits)
     bench.print(f"conv layers, {args.dtype}")
     if args.torch:
       bench_torch = Bench("conv", device="torch:cuda", renderer="cudnn")

@@ -1,5 +1,5 @@
 """common.conv against numpy: the forward and both gradients, for stride 1 and 2, padding, groups,
-a split weight gradient, and a nearest-upsampled input (as the U-Net's decoder feeds it)."""
+a split weight gradient, the stored-patch (gemm) form, and a nearest-upsampled input (as the U-Net's decoder feeds it)."""
 import numpy as np
 import pytest
 import common  # noqa: F401
@@ -93,9 +93,12 @@ def test_module_is_a_drop_in_for_nn_conv2d():
 
 def test_module_upsample_and_form_choice():
   from tinygrad import nn
-  from common.conv import prefers_im2col, upsample_nearest
-  assert prefers_im2col((2, 2), 1, "CUDA") and prefers_im2col((1, 2), 1, "NV") and prefers_im2col((1, 1), 2, "CUDA")
-  assert not prefers_im2col((1, 1), 1, "CUDA") and not prefers_im2col((2, 2), 2, "CPU")
+  from common.conv import conv_form, upsample_nearest
+  gpu = lambda *a: conv_form(*a, device="CUDA")                      # noqa: E731
+  assert gpu((3, 3), (2, 2), 1, 1, 64) == gpu((3, 3), (1, 2), 1, 1, 3) == gpu((3, 3), (1, 1), 2, 1, 3) == "gemm"   # strided, upsampled
+  assert gpu((3, 3), (1, 1), 1, 1, 128) == "gemm" and gpu((3, 3), (1, 1), 1, 1, 64) == "conv2d"                   # wide, narrow
+  assert gpu((1, 1), (1, 1), 1, 1, 512) == gpu((3, 3), (2, 2), 1, 32, 32) == "conv2d"                             # 1x1, depthwise
+  assert conv_form((3, 3), (1, 1), 1, 1, 3, device="CPU") == "gemm" and conv_form((1, 1), (1, 1), 1, 1, 8, device="CPU") == "conv2d"
   Tensor.manual_seed(5)
   ours = Conv2d(6, 4, 3, padding=1)
   Tensor.manual_seed(5)
@@ -113,16 +116,44 @@ def test_default_split_divides_the_batch_and_keeps_pieces_long():
   assert default_split(7, 10, 10 ** 6) in (1, 7)
 
 
-@pytest.mark.parametrize("gpu_rule", [False, True])
-def test_functional_conv_matches_tinygrad_conv2d_in_both_forms(gpu_rule, monkeypatch):
+@pytest.mark.parametrize("form", ["auto", "gemm", "views", "conv2d"])
+def test_functional_conv_matches_tinygrad_conv2d_in_every_form(form, monkeypatch):
   import common.conv as cc
-  if gpu_rule: monkeypatch.setattr(cc, "prefers_im2col", lambda stride, upsample: upsample > 1 or stride != (1, 1))   # as on a GPU
+  monkeypatch.setenv("CONV_FORM", form)
   rng = np.random.default_rng(11)
   x, w, b = (Tensor(rng.standard_normal(s).astype(np.float32)) for s in ((4, 3, 9, 9), (5, 3, 3, 3), (5,)))
-  for stride in (1, 2):                                          # with the GPU rule, stride 2 takes the im2col form
+  for stride in (1, 2):
     np.testing.assert_allclose(cc.conv(x, w, b, stride, 1).numpy(), x.conv2d(w, b, stride=stride, padding=1).numpy(), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(cc.conv(x, w, b, 1, 1, upsample=2).numpy(), cc.upsample_nearest(x, 2).conv2d(w, b, padding=1).numpy(),
                              rtol=1e-5, atol=1e-5)
+  monkeypatch.setenv("CONV_FORM", "fast")
+  with pytest.raises(ValueError, match="CONV_FORM"): cc.conv(x, w, b, 1, 1)
+
+
+@pytest.mark.parametrize("stride, padding, split", [(1, 1, 1), (2, 1, 1), (1, 1, 4), (2, 0, 2), (1, 2, 3)])
+def test_gemm_form_and_its_gradients_match_numpy(stride, padding, split):
+  from common.conv import conv2d_gemm
+  rng = np.random.default_rng(stride * 7 + padding + split)
+  x, w, bias = rng.standard_normal((3, 4, 9, 8)), rng.standard_normal((5, 4, 3, 3)) * 0.3, rng.standard_normal(5)
+  tx, tw, tb = (Tensor(a.astype(np.float32)) for a in (x, w, bias))
+  y = conv2d_gemm(tx, tw, tb, stride, padding, split)
+  ref = numpy_conv(x, w, bias, stride, padding, 1)
+  g = rng.standard_normal(ref.shape)
+  # gradients first: realizing y first would store the patch matrix and cut ∂L/∂x there (tinygrad's rule for .contiguous())
+  gx, gw, gb = (y * Tensor(g.astype(np.float32))).sum().gradient(tx, tw, tb)
+  np.testing.assert_allclose(y.numpy(), ref, rtol=1e-4, atol=1e-4)
+  ngx, ngw, ngb = numpy_grads(x, w, bias, stride, padding, 1, g)
+  np.testing.assert_allclose(gx.numpy(), ngx, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(gw.numpy(), ngw, rtol=1e-4, atol=1e-3)
+  np.testing.assert_allclose(gb.numpy(), ngb, rtol=1e-4, atol=1e-4)
+
+
+def test_gemm_split_leaves_few_outputs_to_the_heuristic_and_divides_the_rows():
+  from common.conv import gemm_split
+  assert gemm_split(128 * 28 * 28, 9 * 64) == 1                      # 576 outputs: the heuristic splits them itself
+  assert gemm_split(128 * 14 * 14, 1152 * 128) == 32
+  assert gemm_split(6 * 7 * 5, 10 ** 5) == 1                          # 210 rows: no two pieces of >= 128 rows
+  assert gemm_split(4096, 10 ** 6) == 32 and gemm_split(7 * 128, 10 ** 6) == 7
 
 
 # The convolutions that stay tinygrad's conv2d on purpose, and why:

@@ -123,9 +123,11 @@ def test_vgg_conv_modes_give_the_same_features_and_gradient():
   d = st.VGG19Features("avg", state=a.state, conv="direct")
   x = Tensor(np.random.default_rng(4).random((1, 3, 16, 16)).astype(np.float32))
   fa, fd = a(x)["conv2_1"], d(x)["conv2_1"]
-  np.testing.assert_allclose(fa.numpy(), fd.numpy(), rtol=1e-3, atol=1e-4)
+  # gradients before realizing the features: common.conv's gemm form stores its patch matrix (a .contiguous()),
+  # and tinygrad 0.14 cuts ∂L/∂x at a stored tensor once it is realized
   ga, = fa.square().sum().gradient(x)
   gd, = fd.square().sum().gradient(x)
+  np.testing.assert_allclose(fa.numpy(), fd.numpy(), rtol=1e-3, atol=1e-4)
   np.testing.assert_allclose(ga.numpy(), gd.numpy(), rtol=1e-3, atol=1e-3 * np.abs(gd.numpy()).max())
 
 
