@@ -224,6 +224,8 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum, frame) -> NoReturn:
+  # once: a second SIGTERM (a process-group kill often sends two) must not interrupt the clean-up it started
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
   raise Terminated()
 
 

@@ -8,8 +8,11 @@ the command line of `python3 -m common.device`).
 """
 from __future__ import annotations
 import os, sys
+from typing import TYPE_CHECKING
 
 from common.cli import UserError
+
+if TYPE_CHECKING: from tinygrad import Tensor
 from common.env import TEGRA_NODES, setup
 
 # ---- after setup: helpers that open the device -------------------------------------------------
@@ -28,6 +31,25 @@ def open_device():
 def synchronize() -> None:
   from tinygrad import Device
   Device[Device.DEFAULT].synchronize()
+
+
+def copy_into(t: Tensor, array) -> Tensor:
+  """Overwrite a realized, contiguous device tensor with a numpy array of the same dtype and size, as one
+  host-to-device copy. Tensor(array) would build and schedule a new graph per call: ~2 ms of Python
+  on a 2-core CPU against ~0.2 ms for this, which matters in a loop that runs hundreds of times a second.
+  A TinyJit that took t as an input reads the new values on its next replay."""
+  import numpy as np
+  from tinygrad.device import Buffer
+  from tinygrad.dtype import _from_np_dtype
+  from tinygrad.uop.ops import Ops
+  u = t.uop
+  while u.op is Ops.RESHAPE: u = u.src[0]          # a reshape of a whole buffer is still that buffer, in order
+  if u.op is not Ops.BUFFER or not u.is_realized: raise ValueError("copy_into needs a realized, contiguous tensor")
+  buf, array = u.buffer, np.ascontiguousarray(array)
+  if _from_np_dtype(array.dtype) != buf.dtype or array.size != buf.size:
+    raise ValueError(f"copy_into: a {array.dtype} array of {array.size} numbers into a {buf.dtype} tensor of {buf.size}")
+  buf.copy_from(Buffer("NPY", array.size, buf.dtype, opaque=array))
+  return t
 
 
 def describe_device() -> dict[str, str]:

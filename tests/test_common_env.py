@@ -166,3 +166,19 @@ def test_matvec_fix_opt_in_and_opt_out(fake_jetson, monkeypatch):
   monkeypatch.setattr(envmod, "nvidia_gpu_evidence", lambda: list(fake_jetson))
   assert envmod.apply({"DEV": "CUDA", "MATVEC_FIX": "1"}, nodes=("/nonexistent",)).matvec_fix == "on"
   assert envmod.apply({"NV": "1", "MATVEC_FIX": "0"}, nodes=fake_jetson).matvec_fix == "off"
+
+
+def test_copy_into_overwrites_a_jit_input_in_place_and_refuses_what_does_not_fit():
+  import numpy as np
+  import common  # noqa: F401
+  from tinygrad import Tensor, TinyJit, dtypes
+  from common.device import copy_into
+  frame = Tensor.zeros(4, 5, dtype=dtypes.uint8).contiguous().realize()
+  double = TinyJit(lambda x: (x.float() * 2).realize())
+  for i in range(5):                                   # replays from the 3rd call read the new bytes
+    assert copy_into(frame, np.full((4, 5), i, np.uint8)) is frame
+    assert (double(frame).numpy() == 2 * i).all(), i
+  for bad in (np.zeros((4, 5), np.float32), np.zeros((4, 6), np.uint8)):
+    with pytest.raises(ValueError, match="copy_into"): copy_into(frame, bad)
+  with pytest.raises(ValueError, match="realized, contiguous"): copy_into(frame.T, np.zeros((5, 4), np.uint8))
+  with pytest.raises(ValueError, match="realized, contiguous"): copy_into(Tensor.zeros(4, 5, dtype=dtypes.uint8), np.zeros((4, 5), np.uint8))
