@@ -44,3 +44,16 @@ def png_claiming(path, width, height):
   raw[12:29] = ihdr
   raw[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
   path.write_bytes(bytes(raw))
+
+
+# The suite's long poles (minutes each on 2 cores), started first so that pytest-xdist packs the short tests
+# around them instead of leaving one worker alone with a long test at the end; then every other slow test.
+LONG_POLES = ("test_generative.py::test_quick_run_passes", "test_backend_fake_project.py::test_reinforce_quick_run",
+              "test_edge_model_zoo.py::test_quick_bench_json")
+
+
+def pytest_collection_modifyitems(config, items):
+  def order(item) -> int:
+    if any(p in item.nodeid for p in LONG_POLES): return 0
+    return 1 if item.get_closest_marker("slow") else 2
+  items.sort(key=order)
