@@ -223,9 +223,13 @@ class Terminated(KeyboardInterrupt):
   """SIGTERM, raised as an exception so that every `finally` runs (temporary files are removed)."""
 
 
+def _ignore(signum, frame) -> None: pass
+
+
 def _raise_terminated(signum, frame) -> NoReturn:
-  # once: a second SIGTERM (a process-group kill often sends two) must not interrupt the clean-up it started
-  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  # once: a second SIGTERM (a process-group kill often sends two) must not interrupt the clean-up it started.
+  # A handler, not SIG_IGN, which a child started during the clean-up would inherit.
+  signal.signal(signal.SIGTERM, _ignore)
   raise Terminated()
 
 

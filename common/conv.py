@@ -99,7 +99,8 @@ def gemm_split(rows: int, outputs: int) -> int:
   """The weight gradient's split for conv2d_gemm: colsᵀ @ ∂L/∂y has `outputs` = C·k²·O numbers, each a sum
   over `rows` = B·Ho·Wo. Up to 2,048 outputs tinygrad's heuristic already splits the sum itself (GROUPTOP),
   and a split of ours only gets in its way (1 -> 8 pieces: 0.29 -> 2.05 ms on the U-Net's input layer); above
-  that, 32 pieces of >= 128 rows each were the fastest of 1, 8 and 32 on every 3×3 layer we timed."""
+  that, 32 pieces of >= 128 rows each were the fastest of 1, 8 and 32, or within 4 % of it, on every 3×3 layer
+  we timed (H200)."""
   if outputs <= 2048: return 1
   for s in range(32, 1, -1):
     if rows % s == 0 and rows // s >= 128: return s
@@ -114,10 +115,11 @@ def conv_form(kernel: tuple[int, int], stride: tuple[int, int], upsample: int, g
               on a GPU also stride-1 layers with fewer than 1,152 = 128·3·3 numbers per patch, where the
               stored patch matrix costs more traffic than its products save (H200: U-Net 64→64 at 28²
               2.15 ms against 2.45; the audio CNN's 16-64 channel step 9.2 ms against 11.7).
-    "gemm"    conv2d_gemm: everything else. On the H200 1.5-8x faster per layer than tinygrad's conv2d for
-              strided, upsampled and wide layers (VGG 512→512 at 64²: 2.84 ms against 22.9). On the 2-core
-              CPU every such layer: the autoencoder's batch-128 step 0.8 s against 2.5 s, the U-Net's at
-              batch 16 4.0 s against 11.1 s.
+    "gemm"    conv2d_gemm: everything else. On the H200 1.5-15x faster per layer than tinygrad's conv2d for
+              strided, upsampled and wide layers (VGG 512→512 at 64²: 2.84 ms against 22.9), the one loss
+              the autoencoder's last layer (32→3, upsampled: 0.87 ms against 0.80, and 0.53 as views). On the
+              2-core CPU for every such layer, from whole steps: the autoencoder's batch-128 step 0.8 s against
+              2.5 s, the U-Net's at batch 16 4.0 s against 11.1 s, the audio CNN's 0.74x, VGG's 0.96x.
   CONV_FORM=gemm|views|conv2d in the environment forces one form (views: this module's im2col `conv2d`,
   which reads the patches as views instead of storing them), to compare them in a benchmark.
   On the Orin's GPU the GPU rule is expected to hold in direction, not in the factors (not measured)."""

@@ -46,8 +46,8 @@ def copy_into(t: Tensor, array) -> Tensor:
   while u.op is Ops.RESHAPE: u = u.src[0]          # a reshape of a whole buffer is still that buffer, in order
   if u.op is not Ops.BUFFER or not u.is_realized: raise ValueError("copy_into needs a realized, contiguous tensor")
   buf, array = u.buffer, np.ascontiguousarray(array)
-  if _from_np_dtype(array.dtype) != buf.dtype or array.size != buf.size:
-    raise ValueError(f"copy_into: a {array.dtype} array of {array.size} numbers into a {buf.dtype} tensor of {buf.size}")
+  if _from_np_dtype(array.dtype) != buf.dtype or array.shape != t.shape:
+    raise ValueError(f"copy_into: a {array.dtype} array of shape {array.shape} into a {buf.dtype} tensor of shape {t.shape}")
   buf.copy_from(Buffer("NPY", array.size, buf.dtype, opaque=array))
   return t
 

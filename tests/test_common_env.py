@@ -178,7 +178,7 @@ def test_copy_into_overwrites_a_jit_input_in_place_and_refuses_what_does_not_fit
   for i in range(5):                                   # replays from the 3rd call read the new bytes
     assert copy_into(frame, np.full((4, 5), i, np.uint8)) is frame
     assert (double(frame).numpy() == 2 * i).all(), i
-  for bad in (np.zeros((4, 5), np.float32), np.zeros((4, 6), np.uint8)):
+  for bad in (np.zeros((4, 5), np.float32), np.zeros((4, 6), np.uint8), np.zeros((5, 4), np.uint8)):
     with pytest.raises(ValueError, match="copy_into"): copy_into(frame, bad)
   with pytest.raises(ValueError, match="realized, contiguous"): copy_into(frame.T, np.zeros((5, 4), np.uint8))
   with pytest.raises(ValueError, match="realized, contiguous"): copy_into(Tensor.zeros(4, 5, dtype=dtypes.uint8), np.zeros((4, 5), np.uint8))
