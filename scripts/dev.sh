@@ -65,7 +65,7 @@ export PYTHONUNBUFFERED=1
 if [ "$cmd" = tour ]; then exec .venv/bin/python -m common.tour "$@"; fi
 # both cores: the suite is dominated by single-threaded kernel compilation (PYTEST_WORKERS=0 for serial)
 status=0
-.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@" || status=$?
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist worksteal "$@" || status=$?
 say "ruff (lint, tinygrad's rules: pyproject.toml)"
 .venv/bin/ruff check . || status=$((status ? status : 1))
 exit "$status"

@@ -6,8 +6,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # tinygrad compiles kernels in the process itself, here and in every script a test starts: on two cores its default
 # pool of compile workers (one per core, restarted every 16 kernels with cold caches, inside each of the two
-# pytest-xdist workers) measured 1.5x slower than none (tests/test_generative.py), and once left a worker blocked on a
-# pool child for minutes. A test that needs the pool sets PARALLEL itself.
+# pytest-xdist workers) measured 1.5x slower than none (tests/test_generative.py). A test that needs the pool sets
+# PARALLEL itself.
 os.environ.setdefault("PARALLEL", "0")
 
 
