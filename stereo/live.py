@@ -14,7 +14,7 @@ THE LOOP (per frame; shapes for H×W frames, D disparities, a ROWS×COLS obstacl
   │ post       depth Z = Q·[x y d 1] (m); a max filter over --dilate px removes isolated near outliers; │
   │            per grid cell the nearest valid depth and the share of valid pixels -> (ROWS, COLS) × 2. │
   └──────────────────────────────────────────────────────────────────────────────────────────────────────┘
-  download     the two small grids every frame; the disparity map only for a snapshot, --video or scoring.
+  download     the (2, ROWS, COLS) grid every frame; the disparity map only for a snapshot, --video or scoring.
   host         obstacle avoidance (below), the jsonl record, snapshots, the status line.
   In the live loop the jitted stages are timed together as "device"; --bench also times rectify, match and
   post each in its own TinyJit, so their split is measured too.
