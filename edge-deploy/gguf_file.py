@@ -137,13 +137,16 @@ class TensorInfo:
 
 
 class GGUFFile:
-  """A GGUF file's metadata and tensor table, its bytes mapped read-only (np.memmap: nothing is read until used)."""
+  """A GGUF file's metadata and tensor table, its bytes mapped copy-on-write (np.memmap mode "c": nothing is read until
+  used, and nothing is ever written back). Copy-on-write rather than read-only because tinygrad's CUDA copy-in takes
+  the host buffer through ctypes.from_buffer, which refuses read-only memory: an F16 matrix, the one type whose bytes
+  go to the device without a copy on the host, failed to load on CUDA from a read-only mapping."""
   def __init__(self, path: str | os.PathLike):
     self.path = Path(path)
     try: size = self.path.stat().st_size
     except OSError as e: raise UserError(f"{self.path}: cannot be read ({e.strerror})")
     if size < 4: raise UserError(f"{self.path} is not a GGUF file ({size} bytes)")
-    try: self.data = np.memmap(self.path, dtype=np.uint8, mode="r")
+    try: self.data = np.memmap(self.path, dtype=np.uint8, mode="c")
     except (OSError, ValueError) as e: raise UserError(f"{self.path}: cannot be mapped ({e})")
     self.pos = 0
     if bytes(self.data[:4]) != b"GGUF": raise UserError(f"{self.path} is not a GGUF file (it starts with {bytes(self.data[:4])!r}, not b'GGUF')")
@@ -209,7 +212,7 @@ class GGUFFile:
     return self.tensors[name]
 
   def raw(self, name: str) -> np.ndarray:
-    """The tensor's bytes (a read-only view of the mapping)."""
+    """The tensor's bytes (a view of the mapping; writes to it stay in this process)."""
     info = self.info(name)
     check_supported(info, self.path)
     return self.data[info.offset:info.offset + info.nbytes]

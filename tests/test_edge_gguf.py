@@ -227,6 +227,10 @@ def test_both_dequantizers_match_gguf_and_the_matvec_is_one_kernel_reading_the_p
   assert f.info("w").shape == (48, 512) and f.info("w").type_name == qt.name
   np.testing.assert_array_equal(f.dequantize("w"), ref["w"].astype(np.float32))                    # numpy, bit for bit
   np.testing.assert_array_equal(f.rows("w", [3, 0, 47, 3]), ref["w"][[3, 0, 47, 3]].astype(np.float32))   # some rows alone
+  # every field handed to the device can be taken by ctypes.from_buffer, as tinygrad's CUDA copy-in takes it
+  # (a read-only mapping failed there for F16, whose bytes are passed on without a copy)
+  import ctypes
+  for v in f.parts("w").values(): ctypes.c_char.from_buffer(np.ascontiguousarray(v))
   wt = gw.load_weight(f, "w")
   assert wt.nbytes() == f.info("w").nbytes                                                         # the file's bytes, no more
   np.testing.assert_array_equal(wt.dequantize().numpy(), ref["w"].astype(np.float32))              # tinygrad, bit for bit
