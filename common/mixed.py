@@ -78,7 +78,10 @@ class LossScaler:
     Returns the scalar "the gradients were finite" (None when disabled). Lazy: `step` realizes it."""
     if not self.enabled: return None
     params = [p for p in self.opt.params if p.grad is not None]
-    finite = Tensor.stack(*[p.grad.float().isfinite().all() for p in params]).all()
+    # each check its own kernel, then one scalar buffer: left lazy, the stacked checks fuse into every consumer below,
+    # and each parameter's update re-reads every gradient in one serial kernel (H200, the AE's fp16 step: 15.7 ms of
+    # kernels against 4.8 in fp32, 11 ms of it such re-checks)
+    finite = Tensor.stack(*[p.grad.float().isfinite().all().contiguous() for p in params]).all().contiguous()
     for p in params: p.grad = finite.where(p.grad / self.scale.cast(p.grad.dtype), 0)
     clean = finite.where(self.clean_steps + 1, 0)
     grow = clean >= self.growth_interval
