@@ -151,3 +151,43 @@ def test_gguf_matvec_layout_computes_the_same_numbers_on_emulated_gpu_threads():
   assert p.returncode == 0, p.stderr[-2000:]
   runs = {kind: (int(threads), float(err)) for kind, threads, err in (line.split() for line in p.stdout.strip().splitlines()[-len(PACKED):])}
   assert set(runs) == set(PACKED) and all(threads == 32 and err < 1e-5 for threads, err in runs.values()), runs
+
+
+# ---- long sums with few outputs: split_reduce_opts (a training step's skinny products) --------------------------
+
+SPLIT_SCRIPT = """
+import json, sys
+from tinygrad import Tensor
+from tinygrad.uop.ops import Ops
+from tinygrad.renderer.ptx import PTXRenderer
+from tinygrad.helpers import Target
+import backend
+from backend.patches import matvec
+if sys.argv[1] == "fix": backend.install_matvec_fix()
+ren = PTXRenderer(Target("CUDA", "PTX", "sm_87"))
+out = {}
+for spec in sys.argv[2:]:
+  m, k, n = (int(v) for v in spec.split("x"))
+  y = Tensor.empty(m, k) @ Tensor.empty(k, n)
+  (ast,) = [c.src[0] for c in y.schedule_linear().src if c.op is Ops.CALL and c.src[0].op is Ops.SINK]
+  out[spec] = [(o.op.name, o.arg) for o in matvec.applied_opts(ast, ren)]
+print(json.dumps(out))
+"""
+
+def split_opts(fix: str, *specs: str, **env) -> dict:
+  import json
+  env = {**os.environ, "DEV": "NULL", "PYTHONPATH": ROOT, "MATVEC_FIX": "0", **env}
+  p = subprocess.run([sys.executable, "-c", SPLIT_SCRIPT, fix, *specs], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert p.returncode == 0, p.stderr[-2000:]
+  return {k: [tuple(o) for o in v] for k, v in json.loads(p.stdout.strip().splitlines()[-1]).items()}
+
+def test_long_sums_with_few_outputs_are_split_over_16_threads_each():
+  # the autoencoder's bottleneck, (128 x 4096) @ (4096 x 32): 4,096 outputs of 4,096 terms
+  stock, fixed = split_opts("nofix", "128x4096x32")["128x4096x32"], split_opts("fix", "128x4096x32")["128x4096x32"]
+  assert not any(op.startswith("GROUP") for op, _ in stock)           # tinygrad: 256 threads, each a serial 4,096-long loop
+  assert fixed == [("GROUPTOP", 16)]
+  assert split_opts("fix", "128x4096x32", SPLIT_REDUCE="0")["128x4096x32"] == stock
+
+def test_split_keeps_tinygrads_choice_outside_its_bounds():
+  specs = ("128x16384x32", "128x1024x32", "8x4096x32", "1024x4096x1024")   # too long, too short, <= 2,048 outputs, many outputs
+  assert split_opts("fix", *specs) == split_opts("nofix", *specs)
