@@ -108,7 +108,7 @@ def gemm_split(rows: int, outputs: int) -> int:
 
 
 def conv_form(kernel: tuple[int, int], stride: tuple[int, int], upsample: int, groups: int, in_channels: int,
-              device: str | None = None) -> str:
+              device: str | None = None, weight_grad: bool = True) -> str:
   """Which form `conv` computes a layer in, from measurements of forward + both gradients without BEAM
   (scripts/conv_bench.py per layer, scripts/step_bench.py per training step; docs/results.md has the tables):
     "conv2d"  tinygrad's own: grouped (depthwise) layers, and plain 1×1 layers, already one matrix product;
@@ -120,6 +120,10 @@ def conv_form(kernel: tuple[int, int], stride: tuple[int, int], upsample: int, g
               the autoencoder's last layer (32→3, upsampled: 0.87 ms against 0.80, and 0.53 as views). On the
               2-core CPU for every such layer, from whole steps: the autoencoder's batch-128 step 0.8 s against
               2.5 s, the U-Net's at batch 16 4.0 s against 11.1 s, the audio CNN's 0.74x, VGG's 0.96x.
+  weight_grad=False (the weights are fixed and only ∂L/∂x is needed, as in style transfer's VGG) changes
+  the GPU's answer for spatial kernels to "views": the stored patch matrix pays for itself in the weight
+  gradient, and without one the VGG-19 512 px Adam step was faster with the patches read in place (H200,
+  step_bench: 42.2 ms as views, 50.7 ms with every layer as gemm; tinygrad's conv2d: 130 ms).
   CONV_FORM=gemm|views|conv2d in the environment forces one form (views: this module's im2col `conv2d`,
   which reads the patches as views instead of storing them), to compare them in a benchmark.
   On the Orin's GPU the GPU rule is expected to hold in direction, not in the factors (not measured)."""
@@ -131,17 +135,19 @@ def conv_form(kernel: tuple[int, int], stride: tuple[int, int], upsample: int, g
   if forced != "auto": return forced
   if groups > 1 or (kernel == (1, 1) and stride == (1, 1) and upsample == 1): return "conv2d"
   if (device or Device.DEFAULT).split(":")[0] in ("CPU", "CLANG", "LLVM"): return "gemm"
+  if not weight_grad: return "views"
   return "gemm" if stride != (1, 1) or upsample > 1 or in_channels * kernel[0] * kernel[1] >= 1152 else "conv2d"
 
 
 def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
-         groups: int = 1, upsample: int = 1, dilation: int | tuple[int, int] = 1) -> Tensor:
+         groups: int = 1, upsample: int = 1, dilation: int | tuple[int, int] = 1, weight_grad: bool = True) -> Tensor:
   """The convolution every project calls: x.conv2d(weight, bias, ...) of the nearest-`upsample`x-upsampled x,
-  computed in the form `conv_form` picks, with the weight gradient split by `gemm_split`."""
+  computed in the form `conv_form` picks, with the weight gradient split by `gemm_split`. weight_grad=False
+  says no gradient of `weight` will be taken (fixed weights), which may change the form."""
   if upsample > 1: x = upsample_nearest(x, upsample)
   stride = _pair(stride)
   odd = (isinstance(padding, (tuple, list)) and len(padding) != 2) or _pair(dilation) != (1, 1)
-  form = "conv2d" if odd else conv_form(tuple(weight.shape[2:]), stride, upsample, groups, x.shape[1])
+  form = "conv2d" if odd else conv_form(tuple(weight.shape[2:]), stride, upsample, groups, x.shape[1], weight_grad=weight_grad)
   if form == "conv2d": return x.conv2d(weight, bias, groups, stride, dilation, padding)          # tinygrad's own conv2d
   (kh, kw), (ph, pw) = weight.shape[2:], _pair(padding)
   ho, wo = (x.shape[2] + 2 * ph - kh) // stride[0] + 1, (x.shape[3] + 2 * pw - kw) // stride[1] + 1

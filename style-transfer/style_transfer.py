@@ -80,7 +80,7 @@ from tinygrad.nn.optim import Adam, Optimizer
 
 from common import UserError, files, plots
 from common.bench import Bench, Timing
-from common.conv import conv, conv2d_gemm
+from common.conv import conv
 from common.cli import choice_list, existing_file, int_list, int_range, nonnegative_float, positive_float, positive_int
 
 PROJECT = "style-transfer"
@@ -152,11 +152,10 @@ def conv2d_im2col(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
   """VGG's stride-1 "same" convolution as im2col and matrix products (common/conv.py derives why): style
   transfer needs only ∂L/∂x, and for tinygrad's pooling-view conv2d autograd makes that a masked window
   per pixel at a tenth of the forward's speed (H200 profile); here it is a product plus k² shifted adds.
-  Every VGG layer takes common.conv's stored-patch form (conv2d_gemm): per layer on the H200 it was 2.4-5.7x
-  faster than the patch views read in place, and common.conv's own rule would send VGG's 64-channel layers to
-  tinygrad's conv2d, whose slow part is exactly this input gradient. contiguous_backward stores ∂L/∂y once
-  for both. --conv direct uses tinygrad's conv2d, to compare."""
-  return conv2d_gemm(x, w, b, padding=w.shape[-1] // 2).contiguous_backward()
+  common.conv picks the form for fixed weights (weight_grad=False): the patches read as views on a GPU,
+  stored (gemm) on a CPU. contiguous_backward stores ∂L/∂y once for both. --conv direct uses tinygrad's
+  conv2d, to compare."""
+  return conv(x, w, b, padding=w.shape[-1] // 2, weight_grad=False).contiguous_backward()
 
 
 def blur_downsample(x: Tensor) -> Tensor:

@@ -100,6 +100,10 @@ def test_module_upsample_and_form_choice(monkeypatch):
   assert gpu((3, 3), (1, 1), 1, 1, 128) == "gemm" and gpu((3, 3), (1, 1), 1, 1, 64) == "conv2d"                   # wide, narrow
   assert gpu((1, 1), (1, 1), 1, 1, 512) == gpu((3, 3), (2, 2), 1, 32, 32) == "conv2d"                             # 1x1, depthwise
   assert conv_form((3, 3), (1, 1), 1, 1, 3, device="CPU") == "gemm" and conv_form((1, 1), (1, 1), 1, 1, 8, device="CPU") == "conv2d"
+  fixed = dict(weight_grad=False)                                    # only dL/dx: style transfer's VGG
+  assert conv_form((3, 3), (1, 1), 1, 1, 512, device="CUDA", **fixed) == "views"
+  assert conv_form((3, 3), (1, 1), 1, 1, 64, device="CPU", **fixed) == "gemm"
+  assert conv_form((1, 1), (1, 1), 1, 1, 512, device="CUDA", **fixed) == "conv2d"
   Tensor.manual_seed(5)
   ours = Conv2d(6, 4, 3, padding=1)
   Tensor.manual_seed(5)
