@@ -505,7 +505,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # Flags that mean something in each mode besides args.every_mode; a typed flag that would be ignored is refused.
 MODE_FLAGS = {
-  "bench": ({"bench", "cases", "widths", "out"}, "with --bench (it times fixed synthetic workloads)"),    # common.compare passes --out
+  "bench": ({"bench", "cases", "widths", "half", "out"}, "with --bench (it times fixed synthetic workloads)"),    # common.compare passes --out
   "file": ({"file", "load", "out", "visualize"}, "with --file (the checkpoint fixes the model and its front end; nothing is trained)"),
   "evaluate": ({"load", "data", "out", "visualize", "batch", "target", "test_clips"},
                "with --load (the checkpoint fixes the model and its front end; it is evaluated, not trained)"),

@@ -14,6 +14,7 @@ the spectrum. Optional: torch is not a dependency.
 
     python3 audio-ml/torch_reference.py                     # cuda if available, else cpu
     python3 audio-ml/torch_reference.py --json out/audio-ml/torch.json --device cuda
+    python3 audio-ml/torch_reference.py --cases train --half   # the train step in fp16 autocast + GradScaler
 """
 from __future__ import annotations
 import sys
@@ -35,6 +36,8 @@ def main() -> int:
   p.add_argument("--cases", type=choice_list("logmel", "train"), default=["logmel", "train"], help="what to time: logmel,train")
   p.add_argument("--widths", type=int_list, default=[16, 32, 64], help="conv widths of the classifier, as in audio_classify.py")
   p.add_argument("--compile", action="store_true", help="also time the torch.compile'd train step")
+  p.add_argument("--half", action="store_true", help="train step in mixed precision, as audio_classify.py --half: the CNN under fp16 "
+                 "autocast (the log-mel front end stays fp32), fp32 weights, a GradScaler")
   p.add_argument("--tf32", choices=TF32_MODES, default="default", help="TF32 tensor cores for fp32 convs/matmuls (default: PyTorch's own)")
   args = p.parse_args()
   try:
@@ -70,13 +73,13 @@ def main() -> int:
     rec["realtime_x"] = n / (rec["median_ms"] / 1e3)
   if "train" in args.cases and not args.quick:           # as in audio_classify.py --bench, --quick leaves the train step out
     for compiled in ((False, True) if args.compile else (False,)):
-      train_step_case(b, torch, dev, args.widths, big, compiled, rng, dict(iters, sync=sync, tf32=tf32))
+      train_step_case(b, torch, dev, args.widths, big, compiled, rng, dict(iters, sync=sync, tf32=tf32), args.half)
   b.print("audio-ml PyTorch reference: log-mel (16 kHz, n_fft 512, hop 160, 80 mels) and the classifier's train step")
   b.write_json(args.json)
   return 0
 
 
-def train_step_case(b, torch, dev: str, widths: list[int], batch: int, compiled: bool, rng, iters: dict) -> None:
+def train_step_case(b, torch, dev: str, widths: list[int], batch: int, compiled: bool, rng, iters: dict, half: bool = False) -> None:
   """audio_classify.py's train step (audio_bench.bench_classifier) in PyTorch: same front end, model and loss."""
   import numpy as np
   from torch import nn
@@ -116,18 +119,22 @@ def train_step_case(b, torch, dev: str, widths: list[int], batch: int, compiled:
 
   model = AudioCNN(len(SYNTH_CLASSES), widths, cfg.n_mels).to(dev).train()
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+  scaler = torch.amp.GradScaler(dev.split(":")[0], enabled=half)
   fwd = torch.compile(model) if compiled else model
   wave = torch.tensor(rng.standard_normal((batch, cfg.sample_rate)).astype(np.float32) * 0.1, device=dev)
   labels = torch.tensor(rng.integers(0, len(SYNTH_CLASSES), batch), device=dev)
 
   def step():
     opt.zero_grad(set_to_none=True)
-    loss = nn.functional.cross_entropy(fwd(spec_augment(logmel(wave))), labels)
-    loss.backward()
-    opt.step()
+    m = spec_augment(logmel(wave))
+    with torch.autocast(device_type=dev.split(":")[0], dtype=torch.float16, enabled=half):
+      loss = nn.functional.cross_entropy(fwd(m).float(), labels)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
     return loss
 
-  b.run(f"train step b={batch}" + (" (torch.compile)" if compiled else ""), step, rate=(batch, "clips/s"), **iters,
+  b.run(f"train step b={batch}" + (" fp16" if half else "") + (" (torch.compile)" if compiled else ""), step, rate=(batch, "clips/s"), **iters,
         params=sum(p.numel() for p in model.parameters()))
 
 

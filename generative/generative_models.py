@@ -72,7 +72,7 @@ RUN (writes to out/generative/): on a Jetson `NV=1 python3 generative/generative
   --model autoencoder|diffusion|all (aliases ae, ddpm)   which models to train; --cond --guidance W for classes
   --train --steps N       train for N steps each model --model picks (the judge keeps --clf-steps)
   --schedule linear|cosine, --ddim-steps N, --ema D, --width C, --latent L, --size 28|32
-  --bench                 times AE and DDPM train steps (batch 32/128), U-Net forward, sampling steps
+  --bench                 times AE and DDPM train steps (batch 32/128, or --batch B alone), U-Net forward, sampling steps
                           (--model autoencoder / diffusion: only those cases; --full: the width-64 U-Net;
                           --quick: batch 32, width 8, no DDPM train step)
   --save PATH / --load PATH   all trained models in one .safetensors; --load evaluates them without training

@@ -12,6 +12,7 @@ common.compare can put the two JSON files side by side.
 
     python3 generative/torch_reference.py --json out/generative/torch.json        # cuda if present, else cpu
     python3 generative/torch_reference.py --model diffusion --width 64 --compile  # the DDPM step, eager and compiled
+    python3 generative/torch_reference.py --model diffusion --width 64 --batch 128 --half  # fp16 autocast + GradScaler
     python3 generative/torch_reference.py --device cpu --quick
 
 torch is not a dependency of this repo; without it this prints one line and exits with status 2.
@@ -38,6 +39,8 @@ def main(argv=None) -> int:
   p.add_argument("--T", type=positive_int, default=1000, help="diffusion steps (the linear schedule of generative_models.py)")
   p.add_argument("--tf32", choices=TF32_MODES, default="default", help="TF32 tensor cores for fp32 convs/matmuls (default: PyTorch's own, cuDNN on)")
   p.add_argument("--compile", action="store_true", help="also time torch.compile'd step (slow first call)")
+  p.add_argument("--half", action="store_true", help="mixed precision, as generative_models.py --half: fp16 autocast, fp32 weights, a GradScaler")
+  p.add_argument("--batch", type=positive_int, default=None, help="time this batch size only (default 32 and 128; --quick 32)")
   args = p.parse_args(argv)
   try:
     import torch
@@ -132,22 +135,27 @@ def main(argv=None) -> int:
 
   bench = Bench(PROJECT, device=f"torch:{dev}", renderer=f"torch {torch.__version__}")
   iters = dict(warmup=3, iters=5 if args.quick else 20, max_seconds=5 if args.quick else 30, sync=sync)
-  batch_sizes = [32] if args.quick else [32, 128]
+  batch_sizes = [args.batch] if args.batch else [32] if args.quick else [32, 128]
+  # --half: the forward and the loss under fp16 autocast, the update through a loss-scaling GradScaler (fp32 weights)
+  autocast = lambda: torch.autocast(device_type=dev.split(":")[0], dtype=torch.float16, enabled=args.half)  # noqa: E731
+  suffix = " fp16" if args.half else ""
   for b in (batch_sizes if args.model in ("autoencoder", "all") else []):
     for compiled in ((False, True) if args.compile else (False,)):
       model = Autoencoder(3, 32, args.latent).to(dev)
       opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+      scaler = torch.amp.GradScaler(dev.split(":")[0], enabled=args.half)
       fwd = torch.compile(model) if compiled else model
       x = torch.rand(b, 3, 32, 32, device=dev)
 
       def step():
         opt.zero_grad(set_to_none=True)
-        loss = ((fwd(x) - x) ** 2).mean()
-        loss.backward()
-        opt.step()
+        with autocast(): loss = ((fwd(x).float() - x) ** 2).mean()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         return loss
 
-      bench.run(f"AE train step b={b} 3x32x32" + (" (torch.compile)" if compiled else ""), step, rate=(b, "images/s"), tf32=tf32, **iters)
+      bench.run(f"AE train step b={b} 3x32x32{suffix}" + (" (torch.compile)" if compiled else ""), step, rate=(b, "images/s"), tf32=tf32, **iters)
   # the linear β schedule of generative_models.beta_schedule: 1e-4 -> 0.02, scaled by 1000/T
   alpha_bar = torch.cumprod(1 - torch.linspace(0.1 / args.T, 20 / args.T, args.T, dtype=torch.float64), 0)
   sqrt_ab, sqrt_1m_ab = alpha_bar.sqrt().float().to(dev), (1 - alpha_bar).sqrt().float().to(dev)
@@ -157,6 +165,7 @@ def main(argv=None) -> int:
       unet, ema = UNet(1, args.width, n_classes).to(dev), UNet(1, args.width, n_classes).to(dev)
       ema.load_state_dict(unet.state_dict())
       opt = torch.optim.Adam(unet.parameters(), lr=1e-3)
+      scaler = torch.amp.GradScaler(dev.split(":")[0], enabled=args.half)
       fwd = torch.compile(unet) if compiled else unet
       x0 = torch.rand(b, 1, s, s, device=dev) * 2 - 1
       y = torch.randint(0, 10, (b,), device=dev)
@@ -167,14 +176,15 @@ def main(argv=None) -> int:
         eps = torch.randn_like(x0)
         yy = torch.where(torch.rand(b, device=dev) < 0.1, n_classes, y) if n_classes else None
         xt = sqrt_ab[t].reshape(-1, 1, 1, 1) * x0 + sqrt_1m_ab[t].reshape(-1, 1, 1, 1) * eps
-        loss = ((fwd(xt, t, yy) - eps) ** 2).mean()
+        with autocast(): loss = ((fwd(xt, t, yy).float() - eps) ** 2).mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         with torch.no_grad(): torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - decay)
         return loss
 
-      case = f"DDPM train step b={b} 1x{s}x{s} width {args.width}" + (" (torch.compile)" if compiled else "")
+      case = f"DDPM train step b={b} 1x{s}x{s} width {args.width}{suffix}" + (" (torch.compile)" if compiled else "")
       bench.run(case, ddpm_step, rate=(b, "images/s"), tf32=tf32, params=sum(p.numel() for p in unet.parameters()), **iters)
   bench.print(f"{PROJECT}: PyTorch reference, autoencoder and DDPM train steps (TF32 {tf32})")
   bench.write_json(args.json)

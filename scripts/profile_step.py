@@ -4,6 +4,7 @@ autoencoder step of generative_models.py, at the shapes of scripts/step_bench.py
     DEV=CUDA python3 scripts/profile_step.py --step unet --top 30
     python3 scripts/profile_step.py --step ae --batch 8          # CPU: a small batch, minutes of compiling
     python3 scripts/profile_step.py --step ae --time 5           # the step's median time instead
+    DEV=CUDA python3 scripts/profile_step.py --step ae --half    # the mixed-precision step
 
 Each kernel's time is its median over the replays with a synchronize after each kernel (JIT=2); GFLOP/s
 and GB/s are tinygrad's own estimates per kernel, as DEBUG=2 prints them. Kernel names carry the loop
@@ -22,6 +23,7 @@ def main() -> int:
   p = ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--step", choices=("unet", "ae"), default="unet", help="the DDPM U-Net step (width 64) or the autoencoder step")
   p.add_argument("--batch", type=positive_int, default=128, help="batch size")
+  p.add_argument("--half", action="store_true", help="the mixed-precision step (generative_models.py --half: fp16 convolutions, loss scaling)")
   p.add_argument("--top", type=positive_int, default=25, help="kernels to list")
   p.add_argument("--time", type=positive_int, default=None, metavar="N",
                  help="instead of the profile: the median wall time of N JIT'd steps after 3 warm-up steps (synchronized)")
@@ -32,10 +34,10 @@ def main() -> int:
   from common.profile import profile_step, profile_table
   rng, b = np.random.default_rng(0), args.batch
   if args.step == "unet":
-    step = gm.make_ddpm_step(gm.UNet(1, 64, 0), gm.UNet(1, 64, 0), gm.Schedule("linear", 1000), 1e-3, 0.1)
+    step = gm.make_ddpm_step(gm.UNet(1, 64, 0), gm.UNet(1, 64, 0), gm.Schedule("linear", 1000), 1e-3, 0.1, args.half)
     inputs = (Tensor(rng.uniform(-1, 1, (b, 1, 28, 28)).astype(np.float32)), Tensor(rng.integers(0, 10, b).astype(np.int32)), Tensor([0.999]))
   else:
-    step = gm.make_ae_step(gm.Autoencoder(3, 32, 32), 1e-3)
+    step = gm.make_ae_step(gm.Autoencoder(3, 32, 32), 1e-3, args.half)
     inputs = (Tensor(rng.random((b, 3, 32, 32), dtype=np.float32)),)
   inputs = tuple(t.realize() for t in inputs)
   if args.time:
@@ -51,7 +53,7 @@ def main() -> int:
     print(f"{args.step} train step, batch {b}: median {statistics.median(times) * 1e3:.1f} ms over {args.time} steps")
     return 0
   rows, wall = profile_step(step.fxn, *inputs)     # .fxn: the step before TinyJit wraps it
-  print(f"## {args.step} train step, batch {b}\n" + profile_table(rows, wall, top=args.top))
+  print(f"## {args.step} train step{' (fp16)' if args.half else ''}, batch {b}\n" + profile_table(rows, wall, top=args.top))
   return 0
 
 

@@ -15,6 +15,7 @@ tinygrad side's kernels (and says so in the table's title).
 
     DEV=CUDA python3 scripts/step_bench.py --json out/steps.json          # all four, about 5 minutes on an H200
     DEV=CUDA python3 scripts/step_bench.py --steps unet,ae --compile
+    DEV=CUDA python3 scripts/step_bench.py --half                         # mixed precision on both sides
     python3 scripts/step_bench.py --steps ae --quick                      # CPU: the b=32 cases only
 
 torch is optional: without it the PyTorch column is empty and the table says why.
@@ -30,16 +31,17 @@ from common.files import save_json  # noqa: E402
 
 # name -> (tinygrad script and flags, PyTorch script and flags, the case both time, its label in the table)
 STEPS = {
-  "unet": (["generative/generative_models.py", "--bench", "--model", "diffusion", "--width", "64"],
-           ["generative/torch_reference.py", "--model", "diffusion", "--width", "64"],
-           "DDPM train step b={b} 1x28x28 width 64", "DDPM U-Net train step, b={b}, 1x28x28, width 64"),
-  "ae": (["generative/generative_models.py", "--bench", "--model", "autoencoder"], ["generative/torch_reference.py", "--model", "autoencoder"],
-         "AE train step b={b} 3x32x32", "conv autoencoder train step, b={b}, 3x32x32"),
+  "unet": (["generative/generative_models.py", "--bench", "--model", "diffusion", "--width", "64", "--batch", "{b}"],
+           ["generative/torch_reference.py", "--model", "diffusion", "--width", "64", "--batch", "{b}"],
+           "DDPM train step b={b} 1x28x28 width 64{half}", "DDPM U-Net train step, b={b}, 1x28x28, width 64"),
+  "ae": (["generative/generative_models.py", "--bench", "--model", "autoencoder", "--batch", "{b}"],
+         ["generative/torch_reference.py", "--model", "autoencoder", "--batch", "{b}"],
+         "AE train step b={b} 3x32x32{half}", "conv autoencoder train step, b={b}, 3x32x32"),
   "vgg": (["style-transfer/style_transfer.py", "--bench", "--bench-nets", "vgg19", "--bench-sizes", "512", "--bench-cases", "adam",
-           "--bench-dtypes", "fp32"], ["style-transfer/torch_reference.py", "--sizes", "512"],
-          "vgg19 512px fp32 adam step", "VGG-19 512 px Adam step"),
+           "--bench-dtypes", "{dtype}"], ["style-transfer/torch_reference.py", "--sizes", "512"],
+          "vgg19 512px {dtype} adam step", "VGG-19 512 px Adam step"),
   "audio": (["audio-ml/audio_classify.py", "--bench", "--cases", "train"], ["audio-ml/torch_reference.py", "--cases", "train"],
-            "train step b={b}", "audio CNN train step, b={b}"),
+            "train step b={b}{half}", "audio CNN train step, b={b}"),
 }
 BATCH = {"unet": 128, "ae": 128, "vgg": 1, "audio": 64}
 NO_COMPILE = {"vgg"}          # style-transfer/torch_reference.py times eager steps only (its L-BFGS closure is not compiled)
@@ -65,6 +67,8 @@ def main() -> int:
   p = ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--steps", type=choice_list(*STEPS), default=list(STEPS), help=f"which steps, from {','.join(STEPS)}")
   p.add_argument("--compile", action="store_true", help="also time PyTorch's torch.compile'd steps")
+  p.add_argument("--half", action="store_true", help="the mixed-precision steps: each side's --half (style transfer: fp16), "
+                 "fp16 convolutions from fp32 weights with loss scaling on both sides")
   p.add_argument("--quick", action="store_true", help="the projects' --quick benches (batch 32; the audio and U-Net steps are left out)")
   p.add_argument("--timeout", type=float, default=1200.0, help="seconds each side may take")
   p.add_argument("--json", metavar="PATH", help="write the rows here")
@@ -76,20 +80,26 @@ def main() -> int:
     for name in args.steps:
       tg_cmd, torch_cmd, case, label = STEPS[name]
       b = 32 if args.quick else BATCH[name]
+      fill = dict(b=b, half=" fp16" if args.half else "", dtype="fp16" if args.half else "fp32")
+      tg_cmd, torch_cmd, case = [a.format(**fill) for a in tg_cmd], [a.format(**fill) for a in torch_cmd], case.format(**fill)
+      half = ["--half"] if args.half else []
       t0 = time.perf_counter()
-      tg, tg_why = run_side(tg_cmd + quick + ["--out", str(Path(tmp) / "out")], Path(tmp) / f"{name}-tinygrad.json", args.timeout)
+      tg, tg_why = run_side(tg_cmd + quick + (half if name != "vgg" else []) + ["--out", str(Path(tmp) / "out")],
+                            Path(tmp) / f"{name}-tinygrad.json", args.timeout)
       compile_flag = ["--compile"] if args.compile and name not in NO_COMPILE else []
-      pt, pt_why = run_side(torch_cmd + quick + ["--tf32", "off"] + compile_flag, Path(tmp) / f"{name}-torch.json", args.timeout)
-      t_rec, e_rec = find(tg, case.format(b=b)), find(pt, case.format(b=b))
-      c_rec = find(pt, case.format(b=b) + " (torch.compile)")
-      row = dict(step=label.format(b=b), tinygrad_ms=t_rec and t_rec["median_ms"], torch_eager_ms=e_rec and e_rec["median_ms"],
+      pt, pt_why = run_side(torch_cmd + quick + half + ["--tf32", "off"] + compile_flag, Path(tmp) / f"{name}-torch.json", args.timeout)
+      t_rec, e_rec = find(tg, case), find(pt, case)
+      c_rec = find(pt, case + " (torch.compile)")
+      row = dict(step=label.format(b=b) + (" fp16" if args.half else ""), tinygrad_ms=t_rec and t_rec["median_ms"],
+                 torch_eager_ms=e_rec and e_rec["median_ms"],
                  torch_compile_ms=c_rec and c_rec["median_ms"], tinygrad_p90_ms=t_rec and t_rec.get("p90_ms"),
                  device=t_rec and t_rec["device"], torch_device=e_rec and e_rec["device"], jitbeam=beam,
                  why=tg_why or pt_why or ("" if t_rec and e_rec else "case missing from a side's records"))
       row["ratio_eager"] = row["tinygrad_ms"] / row["torch_eager_ms"] if t_rec and e_rec else None
       rows.append(row)
       print(f"{row['step']}: {fmt_ms(row['tinygrad_ms'])} vs {fmt_ms(row['torch_eager_ms'])} ({time.perf_counter() - t0:.0f} s)", flush=True)
-  print(f"\n### training steps, tinygrad (JITBEAM={beam}, fp32) vs PyTorch eager (fp32, TF32 off)\n")
+  precision = "mixed fp16" if args.half else "fp32"
+  print(f"\n### training steps, tinygrad (JITBEAM={beam}, {precision}) vs PyTorch eager ({precision}, TF32 off)\n")
   print("| step | tinygrad ms | PyTorch eager ms | torch.compile ms | tinygrad / eager | note |\n|---|---:|---:|---:|---:|---|")
   for r in rows:
     ratio = f"{r['ratio_eager']:.2f}x" if r["ratio_eager"] else "-"
