@@ -1,10 +1,12 @@
-"""Where a training step's time goes, kernel by kernel: common.profile on the U-Net DDPM step or the conv
-autoencoder step of generative_models.py, at the shapes of scripts/step_bench.py.
+"""Where a step's time goes, kernel by kernel: common.profile on the U-Net DDPM step or the conv autoencoder
+step of generative_models.py, at the shapes of scripts/step_bench.py, or on one decode step of a GGUF model
+(edge-deploy/llm.py --gguf's JIT'd step, with the matvec fix as llm.py sets it).
 
     DEV=CUDA python3 scripts/profile_step.py --step unet --top 30
     python3 scripts/profile_step.py --step ae --batch 8          # CPU: a small batch, minutes of compiling
     python3 scripts/profile_step.py --step ae --time 5           # the step's median time instead
     DEV=CUDA python3 scripts/profile_step.py --step ae --half    # the mixed-precision step
+    DEV=CUDA python3 scripts/profile_step.py --step decode --gguf out/llama1b-Q4_0.gguf
 
 Each kernel's time is its median over the replays with a synchronize after each kernel (JIT=2); GFLOP/s
 and GB/s are tinygrad's own estimates per kernel, as DEBUG=2 prints them. Kernel names carry the loop
@@ -15,19 +17,23 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "generative")]
-from common.cli import ArgumentParser, positive_int, run_main  # noqa: E402
+sys.path[:0] = [str(ROOT), str(ROOT / "generative"), str(ROOT / "edge-deploy")]
+from common.cli import ArgumentParser, existing_file, positive_int, run_main  # noqa: E402
 
 
 def main() -> int:
   p = ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--step", choices=("unet", "ae"), default="unet", help="the DDPM U-Net step (width 64) or the autoencoder step")
+  p.add_argument("--step", choices=("unet", "ae", "decode"), default="unet",
+                 help="the DDPM U-Net step (width 64), the autoencoder step, or a GGUF model's decode step (--gguf)")
+  p.add_argument("--gguf", type=existing_file, default=None, help="the GGUF file of --step decode")
   p.add_argument("--batch", type=positive_int, default=128, help="batch size")
   p.add_argument("--half", action="store_true", help="the mixed-precision step (generative_models.py --half: fp16 convolutions, loss scaling)")
   p.add_argument("--top", type=positive_int, default=25, help="kernels to list")
   p.add_argument("--time", type=positive_int, default=None, metavar="N",
                  help="instead of the profile: the median wall time of N JIT'd steps after 3 warm-up steps (synchronized)")
   args = p.parse_args()
+  if (args.step == "decode") != (args.gguf is not None): p.error("--step decode and --gguf PATH go together")
+  if args.step == "decode": return profile_decode(args)
   import numpy as np
   from tinygrad import Tensor
   import generative_models as gm
@@ -54,6 +60,23 @@ def main() -> int:
     return 0
   rows, wall = profile_step(step.fxn, *inputs)     # .fxn: the step before TinyJit wraps it
   print(f"## {args.step} train step{' (fp16)' if args.half else ''}, batch {b}\n" + profile_table(rows, wall, top=args.top))
+  return 0
+
+
+def profile_decode(args) -> int:
+  """One decode step at position 8 after a 4-token prefill: the kernels llm.py --gguf replays per token."""
+  import os
+  if os.environ.get("MATVEC_FIX", "1") != "0":             # on, as llm.py --gguf sets it (common read the variable at import)
+    import backend
+    backend.install_matvec_fix()
+  from tinygrad import dtypes
+  import gguf_model as gm
+  from common.profile import profile_step, profile_table
+  f, cfg, _ = gm.open_checked(args.gguf)
+  model = gm.GGUFModel(f, cfg, 64, dtypes.half)
+  model.prefill([1, 2, 3, 4])
+  rows, wall = profile_step(model._step, model.token_var.bind(5), model.pos_var.bind(8), iters=5)
+  print(f"## decode step of {Path(args.gguf).name}\n" + profile_table(rows, wall, top=args.top))
   return 0
 
 
