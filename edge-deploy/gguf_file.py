@@ -139,8 +139,8 @@ class TensorInfo:
 class GGUFFile:
   """A GGUF file's metadata and tensor table, its bytes mapped copy-on-write (np.memmap mode "c": nothing is read until
   used, and nothing is ever written back). Copy-on-write rather than read-only because tinygrad's CUDA copy-in takes
-  the host buffer through ctypes.from_buffer, which refuses read-only memory: an F16 matrix, the one type whose bytes
-  go to the device without a copy on the host, failed to load on CUDA from a read-only mapping."""
+  the host buffer through ctypes.from_buffer, which refuses read-only memory: F32, F16 and BF16 matrices, whose bytes
+  go to the device without a copy on the host, cannot load on CUDA from a read-only mapping."""
   def __init__(self, path: str | os.PathLike):
     self.path = Path(path)
     try: size = self.path.stat().st_size

@@ -33,6 +33,8 @@ def main() -> int:
                  help="instead of the profile: the median wall time of N JIT'd steps after 3 warm-up steps (synchronized)")
   args = p.parse_args()
   if (args.step == "decode") != (args.gguf is not None): p.error("--step decode and --gguf PATH go together")
+  if args.step == "decode" and (typed := [f for f in ("time", "half", "batch") if f"--{f}" in sys.argv]):
+    p.error(f"--{typed[0]} is for the training steps; --step decode profiles one token of batch 1")
   if args.step == "decode": return profile_decode(args)
   import numpy as np
   from tinygrad import Tensor
@@ -70,10 +72,11 @@ def profile_decode(args) -> int:
     import backend
     backend.install_matvec_fix()
   from tinygrad import dtypes
+  import edge_common as ec
   import gguf_model as gm
   from common.profile import profile_step, profile_table
   f, cfg, _ = gm.open_checked(args.gguf)
-  model = gm.GGUFModel(f, cfg, 64, dtypes.half)
+  model = gm.GGUFModel(f, cfg, 64, dtypes.float32 if ec.on_cpu() else dtypes.half)   # the KV cache as llm.py --gguf keeps it
   model.prefill([1, 2, 3, 4])
   rows, wall = profile_step(model._step, model.token_var.bind(5), model.pos_var.bind(8), iters=5)
   print(f"## decode step of {Path(args.gguf).name}\n" + profile_table(rows, wall, top=args.top))

@@ -67,8 +67,8 @@ def main() -> int:
   p = ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--steps", type=choice_list(*STEPS), default=list(STEPS), help=f"which steps, from {','.join(STEPS)}")
   p.add_argument("--compile", action="store_true", help="also time PyTorch's torch.compile'd steps")
-  p.add_argument("--half", action="store_true", help="the mixed-precision steps: each side's --half (style transfer: fp16), "
-                 "fp16 convolutions from fp32 weights with loss scaling on both sides")
+  p.add_argument("--half", action="store_true", help="the mixed-precision steps, each side's --half: fp16 convolutions from fp32 "
+                 "weights with loss scaling (PyTorch: autocast and a GradScaler); style transfer: its fp16 network against autocast")
   p.add_argument("--quick", action="store_true", help="the projects' --quick benches (batch 32; the audio and U-Net steps are left out)")
   p.add_argument("--timeout", type=float, default=1200.0, help="seconds each side may take")
   p.add_argument("--json", metavar="PATH", help="write the rows here")

@@ -38,7 +38,8 @@ def main() -> int:
   args = p.parse_args()
   import gguf_file as gf
   from gguf_tokenizer import Tokenizer
-  text = Path(args.text).read_text(encoding="utf-8") if args.text else PARAGRAPH
+  try: text = Path(args.text).read_text(encoding="utf-8") if args.text else PARAGRAPH
+  except UnicodeDecodeError as e: raise UserError(f"--text {args.text}: not UTF-8 text ({e.reason} at byte {e.start})")
   tok = Tokenizer.from_gguf_metadata(gf.GGUFFile(args.gguf).metadata)
   ours = tok.encode(text, add_bos=False if args.no_bos else None, parse_special=not args.no_parse_special)
   with tempfile.NamedTemporaryFile("w", encoding="utf-8", newline="", suffix=".txt") as f:
@@ -46,7 +47,9 @@ def main() -> int:
     f.flush()
     cmd = [args.llama_tokenize, "-m", args.gguf, "-f", f.name, "--ids", "--log-disable", "--no-escape"]
     cmd += ["--no-bos"] * args.no_bos + ["--no-parse-special"] * args.no_parse_special
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    try: r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except OSError as e: raise UserError(f"--llama-tokenize {args.llama_tokenize}: cannot be run ({e.strerror or e})")
+    except subprocess.TimeoutExpired: raise UserError(f"--llama-tokenize {args.llama_tokenize}: no answer in 300 s")
   lists = [ln for ln in r.stdout.splitlines() if ln.startswith("[")]
   if r.returncode or not lists: raise UserError(f"llama-tokenize gave no ids (exit {r.returncode}): {(r.stderr.strip().splitlines() or [''])[-1]}")
   theirs = ast.literal_eval(lists[-1])
@@ -54,10 +57,10 @@ def main() -> int:
         f"{'MATCH' if ours == theirs else 'DIFFER'}")
   if ours == theirs: return 0
   k = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
-  show = lambda ids: [(i, tok.tokens[i]) for i in ids[max(0, k - 3):k + 4]]   # noqa: E731
+  show = lambda ids: [(i, tok.tokens[i] if 0 <= i < tok.vocab_size else "?") for i in ids[max(0, k - 3):k + 4]]   # noqa: E731
   print(f"first difference at {k}:\n  this repo {show(ours)}\n  llama.cpp {show(theirs)}")
   return 1
 
 
 if __name__ == "__main__":
-  sys.exit(run_main(main))
+  sys.exit(run_main(main, open_device=False))

@@ -68,7 +68,7 @@ def test_compile_workers_apply_the_fix():
 # ---- GGUF matvecs: packed codes dequantized in the kernel (edge-deploy/gguf_weights.py) --------------------------
 
 GGUF_SCRIPT = """
-import json, math, re, sys
+import json, math, os, re, sys
 sys.path.insert(0, "edge-deploy")
 import numpy as np
 from tinygrad import Tensor
@@ -80,7 +80,7 @@ import backend
 if sys.argv[1] == "fix": backend.install_matvec_fix()
 import gguf_file as gf, gguf_weights as gw
 ren = PTXRenderer(Target("CUDA", "PTX", "sm_87"))
-R, K = 2048, 2048                                  # LLaMA 3.2 1B's q projection
+R, K = int(os.environ.get("ROWS", 2048)), 2048     # LLaMA 3.2 1B's q projection (ROWS=16384: its gate|up)
 out = {}
 for kind in sys.argv[2:]:
   per, nbytes = gf.BLOCKS[kind]
@@ -98,9 +98,9 @@ print(json.dumps(out))
 
 PACKED = ("Q8_0", "Q4_0", "Q4_K", "Q6_K")
 
-def gguf_layout(fix: str, *kinds: str) -> dict:
+def gguf_layout(fix: str, *kinds: str, rows: int = 2048) -> dict:
   import json
-  env = {**os.environ, "DEV": "NULL", "PYTHONPATH": ROOT, "MATVEC_FIX": "0"}
+  env = {**os.environ, "DEV": "NULL", "PYTHONPATH": ROOT, "MATVEC_FIX": "0", "ROWS": str(rows)}
   p = subprocess.run([sys.executable, "-c", GGUF_SCRIPT, fix, *kinds], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert p.returncode == 0, p.stderr[-2000:]
   return json.loads(p.stdout.strip().splitlines()[-1])
@@ -191,3 +191,15 @@ def test_long_sums_with_few_outputs_are_split_over_16_threads_each():
 def test_split_keeps_tinygrads_choice_outside_its_bounds():
   specs = ("128x16384x32", "128x1024x32", "8x4096x32", "1024x4096x1024")   # too long, too short, <= 2,048 outputs, many outputs
   assert split_opts("fix", *specs) == split_opts("nofix", *specs)
+
+def test_split_leaves_batch_1_matvecs_to_their_own_layouts():
+  # LLaMA 1B's gate|up (16,384 rows) and q|k|v (3,072) are within the split's bounds by size: they keep the vector layout
+  assert opts("fix", "half", "plain", "2048") == VECTOR
+  for rows in (3072, 16384):
+    code = SCRIPT.replace("Tensor.empty(n, 1024, dtype=dt)", f"Tensor.empty(n, {rows}, dtype=dt)")
+    p = subprocess.run([sys.executable, "-c", code, "fix", "half", "plain", "2048"], cwd=ROOT,
+                       env={**os.environ, "DEV": "NULL", "PYTHONPATH": ROOT, "MATVEC_FIX": "0"}, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == VECTOR, rows
+  packed = gguf_layout("fix", "Q8_0", "Q4_0", rows=16384)
+  assert all(k["threads_per_row"] == 32 and k["v4_u32"] >= 1 for k in packed.values()), packed

@@ -27,7 +27,7 @@ does only up to 2,048 outputs (a training step's skinny products; its docstring 
 Every other kernel goes to tinygrad's heuristic unchanged; so do fp32 matvecs that tinygrad's own rule already handles.
 Tuning: MV_THREADS_PER_ROW (32), MV_BLOCKSIZE (rows per workgroup, 1), MV_ROWS_PER_THREAD (1), MV_LOAD_BYTES (16);
 SPLIT_REDUCE (1). On LLaMA 3.2 1B's GGUF decode on the H200 the layout knobs moved tok/s by at most 10 % (threads 8-32,
-1-8 rows per workgroup, 1-2 per thread; Q4_0, Q6_K, Q8_0): 32, 1, 1 is within 2 % of the best in each.
+1-4 rows per workgroup, 1-2 per thread; Q4_0, Q6_K, Q8_0; scripts/matvec_sweep.py): 32, 1, 1 is within 2 % of the best in each.
 
 Worker processes: tinygrad compiles kernels (and BEAM candidates) in spawned processes (engine/worker.py) that import
 tinygrad afresh and would not see this patch. `install()` therefore also replaces the pool's initializer,
@@ -207,17 +207,19 @@ def split_reduce_opts(k, stock, min_reduce:int=2048, max_reduce:int=8192, max_ou
   sum as a serial loop: the (128 × 4096) @ (4096 × 32) products of an autoencoder's bottleneck (its forward and its
   input gradient) ran as 256 threads at 48 GFLOP/s, 0.9 ms each on an H200, 38 % of the step's kernel time.
   Fires for one ADD reduce of min_reduce..max_reduce numbers per output, more than 2,048 and at most max_outputs
-  outputs, where tinygrad used neither tensor cores nor a split. The bounds come from whole steps on the H200
-  (scripts/step_bench.py, MATVEC_FIX=1, with and without this rule): the autoencoder's b=128 step 3.87 -> 2.22 ms
-  (fp32) and 3.48 -> 1.95 ms (fp16), from its two 4,096-long sums; the audio CNN's step 8.13 -> 9.29 ms from one
-  16,000-long weight gradient, where tinygrad's 3 × 3 × 4 register block per thread reused more than 16 threads
-  splitting each output did, hence max_reduce; the U-Net's kernels 115 -> 113 ms (its 10 such kernels, 6,272 to
-  25,088 long). SPLIT_REDUCE=0 turns the rule off."""
+  outputs, where tinygrad used neither tensor cores nor a split, and never for a batch-1 matvec (the layouts above
+  are for those). The bounds come from whole steps on the H200 (scripts/step_bench.py without the patch, then with
+  MATVEC_FIX=1 and this rule without its upper bound, SPLIT_MAX_REDUCE=0): the autoencoder's b=128 step 3.87 ->
+  2.22 ms (fp32) and 3.48 -> 1.95 ms (fp16), from its two 4,096-long sums; the audio CNN's step 8.13 -> 9.29 ms from
+  one 16,000-long weight gradient, where tinygrad's 3 × 3 × 4 register block per thread reused more than 16 threads
+  splitting each output did, hence max_reduce (SPLIT_MAX_REDUCE, 8,192); the U-Net's kernels 115 -> 113 ms (its 10
+  such kernels, 6,272 to 25,088 long). SPLIT_REDUCE=0 turns the rule off."""
   from tinygrad.codegen.opt import Opt, OptOps, KernelOptError
   from tinygrad.uop.ops import Ops, AxisType, resolve
   from tinygrad.helpers import prod
   if not (k.ren.has_local and k.ren.has_shared and k.reduceop is not None and k.reduceop.arg[0] is Ops.ADD and len(k.reduceops) == 1): return None
   if any(o.op in (OptOps.TC, OptOps.GROUP, OptOps.GROUPTOP) for o in stock.applied_opts): return None
+  if _matvec_reduce(k) is not None or _packed_matrix(k) is not None: return None   # batch-1 matvecs have their own layouts
   reduce_len = prod(k.full_shape[i] for i in k.axes_of(AxisType.REDUCE))
   outputs = prod(k.output_shape[i] for i in k.upcastable_dims)
   if not (resolve(min_reduce <= reduce_len, False) and resolve(reduce_len <= max_reduce, False)
@@ -238,7 +240,8 @@ def hand_coded_optimizations(k):
   from tinygrad.uop.ops import Ops
   from tinygrad.helpers import getenv
   stock = _state["orig"](k)
-  if getenv("SPLIT_REDUCE", 1) and (split := split_reduce_opts(k, stock)) is not None: return split
+  if getenv("SPLIT_REDUCE", 1) and (split := split_reduce_opts(k, stock, max_reduce=getenv("SPLIT_MAX_REDUCE", 8192) or 1 << 62)) is not None:
+    return split
   # tinygrad's own rule fired (plain MUL(INDEX, INDEX)) or tensor cores were used: keep its choice
   if any(o.op is OptOps.TC for o in stock.applied_opts): return stock
   if (mul:=k.reduceop) is not None and mul.src[0].op is Ops.MUL and all(s.op is Ops.INDEX for s in mul.src[0].src): return stock
