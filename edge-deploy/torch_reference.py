@@ -7,7 +7,8 @@ so `common.compare` can put tinygrad and PyTorch side by side.
     python3 edge-deploy/torch_reference.py --llm-config tiny --quick             # seconds on a CPU
 
 PyTorch runs the decode eagerly (the baseline a user gets by default) and, on CUDA, once more with the step
-captured in a CUDA graph (time_graphed_decode): the same kernels without Python's launches in between.
+captured in a CUDA graph (time_graphed_decode): the same math, attention masked over the whole cache, without
+Python's launches in between.
 Optional: torch is not a dependency of this repo; without it the script says so and exits with status 2.
 """
 from __future__ import annotations

@@ -58,7 +58,7 @@ def main() -> int:
       step(*inputs)
       Device[Device.DEFAULT].synchronize()
       times.append(time.perf_counter() - t0)
-    print(f"{args.step} train step, batch {b}: median {statistics.median(times) * 1e3:.1f} ms over {args.time} steps")
+    print(f"{args.step} train step{' (fp16)' if args.half else ''}, batch {b}: median {statistics.median(times) * 1e3:.1f} ms over {args.time} steps")
     return 0
   rows, wall = profile_step(step.fxn, *inputs)     # .fxn: the step before TinyJit wraps it
   print(f"## {args.step} train step{' (fp16)' if args.half else ''}, batch {b}\n" + profile_table(rows, wall, top=args.top))
