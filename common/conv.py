@@ -123,7 +123,8 @@ def conv_form(kernel: tuple[int, int], stride: tuple[int, int], upsample: int, g
   weight_grad=False (the weights are fixed and only ∂L/∂x is needed, as in style transfer's VGG) changes
   the GPU's answer for spatial kernels to "views": the stored patch matrix pays for itself in the weight
   gradient, and without one the VGG-19 512 px Adam step was faster with the patches read in place (H200,
-  step_bench in one call: 42.1 ms as views, 51.3 ms with every layer as gemm; tinygrad's conv2d: 130 ms).
+  step_bench in one call: 42.1 ms as views, 51.3 ms with every layer as gemm; through tinygrad's conv2d,
+  style_transfer.py --bench --conv direct, 130 ms in an earlier call).
   CONV_FORM=gemm|views|conv2d in the environment forces one form (views: this module's im2col `conv2d`,
   which reads the patches as views instead of storing them), to compare them in a benchmark.
   On the Orin's GPU the GPU rule is expected to hold in direction, not in the factors (not measured)."""
