@@ -129,7 +129,7 @@ def run_bench(cfg: ZooConfig, bench: Bench) -> list[dict]:
       gc.collect()
       base_mem = GlobalCounters.mem_used
       p = zm.build(name, cfg.seed)
-      state, n, act = cast(p.state, precision), zm.n_params(p.state), p.largest_activation
+      state, n, act = cast(p.state, precision), zm.n_params(p.state), zm.largest_activation(name, cfg.size)
       del p                                                  # the fp32 originals of an fp16 model are freed before measuring
       gc.collect()
       for batch in dict.fromkeys((1, cfg.batch)):
@@ -163,7 +163,7 @@ def layout_ok(cfg: ZooConfig) -> dict:
     ok &= check(f"{name}: {n:,} parameters, off torchvision's {zm.TORCHVISION_PARAMS[name]:,} by", abs(n - zm.TORCHVISION_PARAMS[name]), 0,
                 higher_is_better=False)
     ok &= check(f"{name}: non-finite logits of {logits.size}", int((~np.isfinite(logits)).sum()) + abs(logits.size - 1000), 0, higher_is_better=False)
-    res[name] = {"params": n, "keys": len(p.state), "largest_activation": p.largest_activation}
+    res[name] = {"params": n, "keys": len(p.state), "largest_activation": zm.largest_activation(name, cfg.size)}
   res["ok"] = ok
   return res
 

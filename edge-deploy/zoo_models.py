@@ -86,6 +86,13 @@ def linear(p: Params, x: Tensor, key: str, out: int) -> Tensor:
   return x @ w.T + b
 
 
+def global_avg_pool(x: Tensor) -> Tensor:
+  """(B, C, H, W) -> (B, C), the mean over the map. The map is stored first: left lazy, tinygrad fuses the last conv (a
+  sum of its own) into the pool's sum, one thread per image and channel then recomputes that conv at every pixel,
+  and ResNet-18's batch-1 forward took 32 ms on the H200 instead of a few (model_zoo.py --bench --model resnet18)."""
+  return x.contiguous().mean((2, 3))
+
+
 def relu(x: Tensor) -> Tensor: return x.relu()
 def relu6(x: Tensor) -> Tensor: return x.relu().minimum(6)
 def silu(x: Tensor) -> Tensor: return x * x.sigmoid()
@@ -101,7 +108,9 @@ def resnet_block(p: Params, x: Tensor, key: str, width: int, stride: int, bottle
   else:
     h = conv_bn(p, x, f"{key}.conv1", f"{key}.bn1", width, 3, stride, act=relu)
     h, out = conv_bn(p, h, f"{key}.conv2", f"{key}.bn2", width, 3), width
-  shortcut = x if stride == 1 and x.shape[1] == out else conv_bn(p, x, f"{key}.downsample.0", f"{key}.downsample.1", out, 1, stride)
+  # the downsample conv is stored (.contiguous()): left lazy, tinygrad computes it inside the kernel of the block's
+  # last conv, and a kernel with two sums gets no tensor cores
+  shortcut = x if stride == 1 and x.shape[1] == out else conv_bn(p, x, f"{key}.downsample.0", f"{key}.downsample.1", out, 1, stride).contiguous()
   return (h + shortcut).relu()
 
 
@@ -110,7 +119,7 @@ def resnet(p: Params, x: Tensor, blocks: tuple[int, ...], bottleneck: bool) -> T
   x = x.max_pool2d(3, 2, padding=1)                                      # (B, 64, H/4, W/4)
   for stage, (n, width) in enumerate(zip(blocks, (64, 128, 256, 512)), start=1):
     for j in range(n): x = resnet_block(p, x, f"layer{stage}.{j}", width, 2 if j == 0 and stage > 1 else 1, bottleneck)
-  return linear(p, x.mean((2, 3)), "fc", 1000)                           # global average pool -> (B, 512 or 2048) -> logits
+  return linear(p, global_avg_pool(x), "fc", 1000)                       # (B, 512 or 2048) -> logits
 
 
 def resnet18(p: Params, x: Tensor) -> Tensor: return resnet(p, x, (2, 2, 2, 2), bottleneck=False)
@@ -140,7 +149,7 @@ def mobilenet_v2(p: Params, x: Tensor) -> Tensor:
       x = inverted_residual(p, x, f"features.{i}.conv", c, s if j == 0 else 1, t)
       i += 1
   x = conv_bn(p, x, f"features.{i}.0", f"features.{i}.1", 1280, 1, act=relu6)     # features.18
-  return linear(p, x.mean((2, 3)), "classifier.1", 1000)                           # classifier.0 is dropout
+  return linear(p, global_avg_pool(x), "classifier.1", 1000)                           # classifier.0 is dropout
 
 
 # ---- EfficientNet-B0 ----------------------------------------------------------------------------
@@ -172,7 +181,7 @@ def efficientnet_b0(p: Params, x: Tensor) -> Tensor:
   for stage, (t, k, s, out, n) in enumerate(EFFICIENTNET_B0, start=1):
     for j in range(n): x = mbconv(p, x, f"features.{stage}.{j}.block", out, k, s if j == 0 else 1, t)
   x = conv_bn(p, x, "features.8.0", "features.8.1", 1280, 1, act=silu)
-  return linear(p, x.mean((2, 3)), "classifier.1", 1000)
+  return linear(p, global_avg_pool(x), "classifier.1", 1000)
 
 
 # ---- VGG-16 ---------------------------------------------------------------------------------------
@@ -221,6 +230,13 @@ def build(name: str, seed: int | None = 0) -> Params:
   p = Params(init=shape_only if seed is None else random_init(seed))
   MODELS[name](p, Tensor.empty(1, 3, 32, 32))
   return p
+
+
+def largest_activation(name: str, size: int) -> int:
+  """Elements per image of the largest conv output at a size x size input (shapes only: nothing is computed)."""
+  p = Params(init=shape_only)
+  MODELS[name](p, Tensor.empty(1, 3, size, size))
+  return p.largest_activation
 
 
 def layout(name: str) -> dict[str, tuple[int, ...]]:

@@ -204,6 +204,23 @@ def test_layouts_are_torchvisions():
   assert zm.layout("mobilenet_v2")["features.1.conv.1.weight"] == (16, 32, 1, 1) and zm.layout("vgg16")["classifier.0.weight"] == (4096, 25088)
 
 
+@pytest.mark.parametrize("name", list(zm.MODELS))
+def test_no_kernel_holds_two_sums(name):
+  """Each conv is its own kernel: a kernel with two sums (a conv recomputed inside the pool's sum, or a downsample conv
+  inside the block's last conv) gets no tensor cores and, for the pool, one thread per image and channel."""
+  from tinygrad.uop.ops import Ops
+  state = {k: Tensor.empty(*s) for k, s in zm.layout(name).items()}
+  out = zm.forward(name, state, Tensor.empty(2, 3, 64, 64))
+  asts = [c.src[0] for c in out.schedule_linear().toposort() if c.op is Ops.CALL and c.src[0].op is Ops.SINK]
+  assert len(asts) > 20
+  assert [i for i, a in enumerate(asts) if sum(u.op is Ops.REDUCE for u in a.toposort()) > 1] == []
+
+
+def test_largest_activation_follows_the_image_size():
+  assert zm.largest_activation("resnet18", 224) == 64 * 112 * 112 and zm.largest_activation("vgg16", 224) == 64 * 224 * 224
+  assert zm.largest_activation("resnet18", 64) == 64 * 32 * 32
+
+
 @pytest.fixture(scope="module")
 def resnet18_file(tmp_path_factory):
   from common.files import save_checkpoint
