@@ -24,7 +24,7 @@ channels last, so that all three products are plain GEMMs; `conv_form` picks the
 from __future__ import annotations
 import math
 
-from tinygrad import Tensor, nn
+from tinygrad import Tensor, dtypes, nn
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]: return (v, v) if isinstance(v, int) else tuple(v)
@@ -108,7 +108,7 @@ def gemm_split(rows: int, outputs: int) -> int:
 
 
 def conv_form(kernel: tuple[int, int], stride: tuple[int, int], upsample: int, groups: int, in_channels: int,
-              device: str | None = None, weight_grad: bool = True) -> str:
+              device: str | None = None, weight_grad: bool = True, backward: bool = True, half: bool = False) -> str:
   """Which form `conv` computes a layer in, from measurements of forward + both gradients without BEAM
   (scripts/conv_bench.py per layer, scripts/step_bench.py per training step; docs/results.md has the tables):
     "conv2d"  tinygrad's own: grouped (depthwise) layers, and plain 1×1 layers, already one matrix product;
@@ -125,6 +125,13 @@ def conv_form(kernel: tuple[int, int], stride: tuple[int, int], upsample: int, g
   gradient, and without one the VGG-19 512 px Adam step was faster with the patches read in place (H200,
   step_bench in one call: 42.1 ms as views, 51.3 ms with every layer as gemm; through tinygrad's conv2d,
   style_transfer.py --bench --conv direct, 130 ms in an earlier call).
+  backward=False (inference: no gradient at all, as in the model zoo) with half=True (fp16) changes the GPU's answer
+  to "gemm" for every layer with one group except the stride-1 1×1 ones (those and grouped layers stay tinygrad's
+  conv2d): the products are plain matrix products that get tensor cores, which the views and conv2d forms of the
+  3×3 layers did not (H200, model_zoo.py --bench, one call, fp16, batch 32: VGG-16 36.8 ms against 57.2 with the
+  training rule and 160 as views, ResNet-18 8.42 against 10.2; batch 1 ResNet-18 2.37 against 2.15, the one loss).
+  In fp32 the inference forward keeps the training rule: every layer as gemm was no faster (ResNet-18 batch 32
+  22.7 against 20.8 ms).
   CONV_FORM=gemm|views|conv2d in the environment forces one form (views: this module's im2col `conv2d`,
   which reads the patches as views instead of storing them), to compare them in a benchmark.
   On the Orin's GPU the GPU rule is expected to hold in direction, not in the factors (not measured)."""
@@ -136,19 +143,22 @@ def conv_form(kernel: tuple[int, int], stride: tuple[int, int], upsample: int, g
   if forced != "auto": return forced
   if groups > 1 or (kernel == (1, 1) and stride == (1, 1) and upsample == 1): return "conv2d"
   if (device or Device.DEFAULT).split(":")[0] in ("CPU", "CLANG", "LLVM"): return "gemm"
+  if not backward and half and groups == 1: return "gemm"
   if not weight_grad: return "views"
   return "gemm" if stride != (1, 1) or upsample > 1 or in_channels * kernel[0] * kernel[1] >= 1152 else "conv2d"
 
 
 def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
-         groups: int = 1, upsample: int = 1, dilation: int | tuple[int, int] = 1, weight_grad: bool = True) -> Tensor:
+         groups: int = 1, upsample: int = 1, dilation: int | tuple[int, int] = 1, weight_grad: bool = True, backward: bool = True) -> Tensor:
   """The convolution every project calls: x.conv2d(weight, bias, ...) of the nearest-`upsample`x-upsampled x,
   computed in the form `conv_form` picks, with the weight gradient split by `gemm_split`. weight_grad=False
-  says no gradient of `weight` will be taken (fixed weights), which may change the form."""
+  says no gradient of `weight` will be taken (fixed weights), backward=False that no gradient at all will be
+  (inference); either may change the form."""
   if upsample > 1: x = upsample_nearest(x, upsample)
   stride = _pair(stride)
   odd = (isinstance(padding, (tuple, list)) and len(padding) != 2) or _pair(dilation) != (1, 1)
-  form = "conv2d" if odd else conv_form(tuple(weight.shape[2:]), stride, upsample, groups, x.shape[1], weight_grad=weight_grad)
+  form = "conv2d" if odd else conv_form(tuple(weight.shape[2:]), stride, upsample, groups, x.shape[1], weight_grad=weight_grad,
+                                        backward=backward, half=x.dtype == dtypes.half)
   if form == "conv2d": return x.conv2d(weight, bias, groups, stride, dilation, padding)          # tinygrad's own conv2d
   (kh, kw), (ph, pw) = weight.shape[2:], _pair(padding)
   ho, wo = (x.shape[2] + 2 * ph - kh) // stride[0] + 1, (x.shape[3] + 2 * pw - kw) // stride[1] + 1

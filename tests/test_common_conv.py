@@ -104,6 +104,10 @@ def test_module_upsample_and_form_choice(monkeypatch):
   assert conv_form((3, 3), (1, 1), 1, 1, 512, device="CUDA", **fixed) == "views"
   assert conv_form((3, 3), (1, 1), 1, 1, 64, device="CPU", **fixed) == "gemm"
   assert conv_form((1, 1), (1, 1), 1, 1, 512, device="CUDA", **fixed) == "conv2d"
+  infer = dict(backward=False, half=True)                            # fp16 inference: the model zoo
+  assert conv_form((3, 3), (1, 1), 1, 1, 64, device="CUDA", **infer) == conv_form((1, 1), (2, 2), 1, 1, 64, device="CUDA", **infer) == "gemm"
+  assert conv_form((1, 1), (1, 1), 1, 1, 512, device="CUDA", **infer) == conv_form((3, 3), (1, 1), 1, 32, 32, device="CUDA", **infer) == "conv2d"
+  assert conv_form((3, 3), (1, 1), 1, 1, 64, device="CUDA", backward=False) == "conv2d"                          # fp32: the training rule
   Tensor.manual_seed(5)
   ours = Conv2d(6, 4, 3, padding=1)
   Tensor.manual_seed(5)
