@@ -129,21 +129,26 @@ def conv_form(kernel: tuple[int, int], stride: tuple[int, int], upsample: int, g
   to "gemm" for every layer with one group except the stride-1 1×1 ones (those and grouped layers stay tinygrad's
   conv2d): the products are plain matrix products that get tensor cores, which the views and conv2d forms of the
   3×3 layers did not (H200, model_zoo.py --bench, one call, fp16, batch 32: VGG-16 36.8 ms against 57.2 with the
-  training rule and 160 as views, ResNet-18 8.42 against 10.2; batch 1 ResNet-18 2.37 against 2.15, the one loss).
-  In fp32 the inference forward keeps the training rule: every layer as gemm was no faster (ResNet-18 batch 32
-  22.7 against 20.8 ms).
+  training rule, CONV_FORM=training, and 160 as views; ResNet-18 8.42 against 10.2; batch 1 ResNet-18 2.37 against
+  2.15, the one loss). Whether the stride-1 1×1 layers should be stored too is open: all-gemm (CONV_FORM=gemm) made
+  ResNet-50 12.6 ms against 17.6, and it is not measured for MobileNetV2 and EfficientNet-B0, whose 1×1 layers are
+  most of their work. In fp32 the inference forward keeps the training rule: every layer as gemm was no faster
+  (ResNet-18 batch 32 22.7 against 20.8 ms).
   CONV_FORM=gemm|views|conv2d in the environment forces one form (views: this module's im2col `conv2d`,
-  which reads the patches as views instead of storing them), to compare them in a benchmark.
+  which reads the patches as views instead of storing them), to compare them in a benchmark; CONV_FORM=training
+  applies the training rule to inference too.
   On the Orin's GPU the GPU rule is expected to hold in direction, not in the factors (not measured)."""
   import os
   from tinygrad import Device
   forced = os.environ.get("CONV_FORM", "auto")
-  if forced not in ("auto", "gemm", "views", "conv2d"): raise ValueError(f"CONV_FORM={forced!r}: use auto, gemm, views or conv2d")
+  if forced not in ("auto", "training", "gemm", "views", "conv2d"):
+    raise ValueError(f"CONV_FORM={forced!r}: use auto, training, gemm, views or conv2d")
   if groups > 1 and forced == "gemm": return "conv2d"
-  if forced != "auto": return forced
+  if forced == "training": backward = True
+  elif forced != "auto": return forced
   if groups > 1 or (kernel == (1, 1) and stride == (1, 1) and upsample == 1): return "conv2d"
   if (device or Device.DEFAULT).split(":")[0] in ("CPU", "CLANG", "LLVM"): return "gemm"
-  if not backward and half and groups == 1: return "gemm"
+  if not backward and half: return "gemm"
   if not weight_grad: return "views"
   return "gemm" if stride != (1, 1) or upsample > 1 or in_channels * kernel[0] * kernel[1] >= 1152 else "conv2d"
 

@@ -21,7 +21,8 @@ each forward one TinyJit (from the 3rd call it replays the captured kernels, so 
                  weights + input + the JIT's activation buffers, beside memory_plan.py's estimate
                  (weights + 2 × the largest activation map × batch, the planner's inference rule)
 Every convolution goes through common.conv (the repo's shared convolution; depthwise = groups; backward=False, the
-inference rule: in fp16 on a GPU every conv with one group is a stored patch matrix times the weights, for tensor cores).
+inference rule: in fp16 on a GPU every conv with one group, stride-1 1x1 ones aside, is a stored patch matrix times the
+weights, for tensor cores).
 
 Run it
   python3 edge-deploy/model_zoo.py                          # every model, random weights: layout check vs torchvision's

@@ -108,6 +108,10 @@ def test_module_upsample_and_form_choice(monkeypatch):
   assert conv_form((3, 3), (1, 1), 1, 1, 64, device="CUDA", **infer) == conv_form((1, 1), (2, 2), 1, 1, 64, device="CUDA", **infer) == "gemm"
   assert conv_form((1, 1), (1, 1), 1, 1, 512, device="CUDA", **infer) == conv_form((3, 3), (1, 1), 1, 32, 32, device="CUDA", **infer) == "conv2d"
   assert conv_form((3, 3), (1, 1), 1, 1, 64, device="CUDA", backward=False) == "conv2d"                          # fp32: the training rule
+  monkeypatch.setenv("CONV_FORM", "training")                        # the training rule for inference too, to compare
+  assert conv_form((3, 3), (1, 1), 1, 1, 64, device="CUDA", **infer) == "conv2d"
+  assert conv_form((3, 3), (2, 2), 1, 1, 64, device="CUDA", **infer) == "gemm"
+  monkeypatch.delenv("CONV_FORM")
   Tensor.manual_seed(5)
   ours = Conv2d(6, 4, 3, padding=1)
   Tensor.manual_seed(5)
