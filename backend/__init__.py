@@ -30,12 +30,19 @@ def install() -> None:
     _state["error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
     raise RuntimeError(_state["error"]) from e
   if os.environ.get("MATVEC_FIX", "1") != "0": install_matvec_fix()
+  if os.environ.get("REDUCE_SPLIT", "1") != "0": install_reduce_split()
 
 def install_matvec_fix() -> None:
   """Give fp16 (and other CAST/MUL-wrapped) matrix-vector products tinygrad's MATVEC optimization, here and in compile
   and BEAM worker processes. See backend/matvec.py."""
   from backend.patches import matvec
   matvec.install()
+
+def install_reduce_split() -> None:
+  """Split long sums with several output axes (training's weight gradients) into two kernels from 4,096 terms per output
+  instead of tinygrad's 32,768, on GPUs. Must run before the first schedule. See backend/patches/split.py."""
+  from backend.patches import split
+  split.install()
 
 def describe() -> dict[str, str]:
   from backend import devio
@@ -48,4 +55,6 @@ def describe() -> dict[str, str]:
   out = {"tegra backend": f"{__version__}, {status}", "tegra nodes present": ", ".join(present) or "none",
          "tegra nodes missing": ", ".join(missing) or "none", "tegra device I/O": getattr(io, "name", type(io).__name__),
          "matvec fix": "on" if matvec.is_installed() else "off"}
+  from backend.patches import split
+  out["reduce split"] = "on" if split.is_installed() else "off"
   return out

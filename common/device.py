@@ -81,6 +81,7 @@ def report() -> list[tuple[str, str]]:
   rows.append(("tegra nodes", ", ".join(f"{n} {'present' if os.path.exists(n) else 'missing'}" for n in TEGRA_NODES)))
   rows.append(("tegra backend", state.tegra))
   rows.append(("matvec fix", state.matvec_fix))
+  rows.append(("reduce split", state.reduce_split))
   try:
     import backend
     rows += [(f"backend: {k}", v) for k, v in backend.describe().items()]

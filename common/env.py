@@ -130,6 +130,7 @@ class Setup:
   resolution: Resolution
   tegra: str = "not a Jetson (no Tegra device nodes)"   # what happened with the Tegra backend
   matvec_fix: str = "off"
+  reduce_split: str = "off"                          # backend/patches/split.py: weight gradients split into two kernels
 
 
 SETUP: Setup | None = None
@@ -181,6 +182,14 @@ def apply(env, nodes: tuple[str, ...] = TEGRA_NODES) -> Setup:
     except Exception as e:
       state.matvec_fix = f"not applied: {_one_line(e)}"
       print(f"warning: matvec fix not applied: {state.matvec_fix}", file=sys.stderr)
+  if env.get("REDUCE_SPLIT", "1") != "0":            # on for every program that imports common (it leaves CPU kernels alone)
+    try:
+      import backend
+      backend.install_reduce_split()
+      state.reduce_split = f"on (sums of >= {env.get('REDUCE_SPLIT_MIN', '4096')} terms, GPUs)"
+    except Exception as e:
+      state.reduce_split = f"not applied: {_one_line(e)}"
+      print(f"warning: reduce split not applied: {state.reduce_split}", file=sys.stderr)
   return state
 
 
