@@ -80,7 +80,7 @@ RUN (writes to out/generative/): on a Jetson `NV=1 python3 generative/generative
   JITBEAM=2               lets tinygrad search kernel schedules for the JIT'd steps (slow first call, faster after)
   --half                  mixed precision for the AE and the U-Net: convolutions in fp16 (the Orin's tensor cores), weights,
                           Adam and norms in fp32, the loss scaled so small gradients survive fp16 (common/mixed.py);
-                          --bench then times the fp16 steps (H200, AE b=128: 3.48 ms against fp32's 3.87 ms)
+                          --bench then times the fp16 steps (H200, AE b=128: 1.94 ms against fp32's 2.07 ms in another call)
   --quick, --full and --train --steps change defaults only: a flag you type wins.
 Outputs: ae_reconstructions.png (rows: input, output), ae_interpolation.png, ae_loss.png, classifier_loss.png,
 ddpm_samples.png (DDIM), ddpm_samples_ancestral.png (with --ancestral-samples > 0), ddpm_denoising.png (one
