@@ -30,7 +30,9 @@ def install() -> None:
     _state["error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
     raise RuntimeError(_state["error"]) from e
   if os.environ.get("MATVEC_FIX", "1") != "0": install_matvec_fix()
-  if os.environ.get("REDUCE_SPLIT", "1") != "0": install_reduce_split()
+  if os.environ.get("REDUCE_SPLIT", "1") != "0":
+    try: install_reduce_split()
+    except Exception as e: print(f"warning: reduce split not applied: {' '.join(str(e).split())}", file=__import__("sys").stderr)
 
 def install_matvec_fix() -> None:
   """Give fp16 (and other CAST/MUL-wrapped) matrix-vector products tinygrad's MATVEC optimization, here and in compile

@@ -54,9 +54,39 @@ class _PatchOpsNV:
     spec.loader.exec_module = exec_and_install
     return spec
 
+class _AfterImport:
+  """A one-shot meta-path finder: lets the real loader import `target`, then runs `action` (errors: one warning line)."""
+  def __init__(self, target, action, what):
+    self.target, self.action, self.what = target, action, what
+  def find_spec(self, fullname, path=None, target=None):
+    if fullname != self.target: return None
+    sys.meta_path.remove(self)
+    import importlib.util
+    spec = importlib.util.find_spec(fullname)
+    if spec is None or spec.loader is None: return spec
+    exec_module = spec.loader.exec_module
+    def exec_and_run(module):
+      exec_module(module)
+      sys.modules[fullname] = module
+      try: self.action()
+      except Exception as e: _warn(f"{self.what} not applied: {' '.join(str(e).split()) or type(e).__name__}")
+    spec.loader.exec_module = exec_and_run
+    return spec
+
+def _install_reduce_split() -> None:
+  import backend
+  backend.install_reduce_split()
+
+SCHEDULER = "tinygrad.schedule.rangeify"
+
 def run() -> None:
   try:
     translate_flags()
+    # the split of long sums must be in place before the first schedule, which comes before any device module loads
+    if os.environ.get("REDUCE_SPLIT", "1") != "0":
+      if SCHEDULER in sys.modules: _install_reduce_split()
+      elif not any(isinstance(f, _AfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(SCHEDULER, _install_reduce_split, "reduce split"))
     if TARGET in sys.modules:
       import backend
       backend.install()

@@ -182,6 +182,8 @@ def apply(env, nodes: tuple[str, ...] = TEGRA_NODES) -> Setup:
     except Exception as e:
       state.matvec_fix = f"not applied: {_one_line(e)}"
       print(f"warning: matvec fix not applied: {state.matvec_fix}", file=sys.stderr)
+  split_min = env.get("REDUCE_SPLIT_MIN", "4096")
+  if not split_min.isdigit() or int(split_min) < 1: _fail(f"REDUCE_SPLIT_MIN={split_min!r}: give a whole number of terms, e.g. 4096")
   if env.get("REDUCE_SPLIT", "1") != "0":            # on for every program that imports common (it leaves CPU kernels alone)
     try:
       import backend

@@ -19,7 +19,8 @@ SCRIPT = textwrap.dedent("""
          "grad_28x28_b64": kernels(weight_grad(64, 784)),      # 50,176 terms: tinygrad splits it itself
          "grad_7x7_b16": kernels(weight_grad(16, 49)),         # 784 terms: too short to split
          "matvec_2048x8192": kernels((Tensor.empty(2048, 8192) * Tensor.empty(1, 8192)).sum(1)),   # one output axis
-         "bias_grad": kernels(Tensor.empty(32, 16, 196).sum((0, 2)))}
+         "bias_grad": kernels(Tensor.empty(32, 16, 196).sum((0, 2))),
+         "max_8x64x4096": kernels(Tensor.empty(8, 64, 4096).max(-1))}                 # a max is not a sum: left alone
   print(json.dumps(out))
 """)
 
@@ -41,7 +42,7 @@ def test_weight_gradients_below_tinygrads_threshold_become_two_kernels():
 
 def test_split_leaves_matvecs_per_channel_sums_short_sums_and_tinygrads_own_splits_alone():
   on, off = schedule(), schedule(REDUCE_SPLIT="0")
-  for case in ("grad_28x28_b64", "grad_7x7_b16", "matvec_2048x8192", "bias_grad"):
+  for case in ("grad_28x28_b64", "grad_7x7_b16", "matvec_2048x8192", "bias_grad", "max_8x64x4096"):
     assert on[case] == off[case], case
   assert on["grad_28x28_b64"] == 2 and on["matvec_2048x8192"] == 1
 
@@ -71,3 +72,40 @@ def test_split_gradient_has_the_same_numbers_and_cpu_kernels_keep_tinygrads_rule
     runs[mode] = (int(sums), float(err))
   assert runs["cpu"][0] == 1 and runs["lift"][0] == 2, runs
   assert runs["cpu"][1] < 1e-3 and runs["lift"][1] < 1e-3, runs
+
+
+def run_code(code: str, **env) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                        env={**os.environ, "DEV": "NULL", "PYTHONPATH": ROOT, **env})
+
+
+def test_an_install_after_the_first_schedule_is_refused_not_reported_on():
+  p = run_code("""
+    import common
+    from tinygrad import Tensor
+    from backend.patches import split
+    Tensor.empty(64, 4096).sum(1).schedule_linear()     # the scheduler compiles its split rule here
+    try: split.install()
+    except RuntimeError as e: print("refused:", e)
+    print(split.is_installed())
+  """, REDUCE_SPLIT="0")
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert "refused: the reduce split must be installed before" in p.stdout and p.stdout.split()[-1] == "False", p.stdout
+
+
+def test_the_jetson_start_up_hook_installs_it_before_the_first_schedule_without_common():
+  p = run_code("""
+    import backend._startup as hook
+    hook.run()                                           # what the .pth line runs on a Jetson
+    from tinygrad import Tensor
+    from tinygrad.uop.ops import Ops
+    g = (Tensor.empty(32, 16, 1, 196) * Tensor.empty(32, 1, 8, 196)).sum((0, 3))
+    print(sum(1 for c in g.schedule_linear().toposort() if c.op is Ops.CALL and c.src[0].op is Ops.SINK))
+  """)
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert p.stdout.split()[-1] == "2", p.stdout + p.stderr
+
+
+def test_a_bad_threshold_is_a_one_line_error():
+  p = run_code("import common", REDUCE_SPLIT_MIN="4k")
+  assert p.returncode == 2 and p.stderr.strip().splitlines() == ["error: REDUCE_SPLIT_MIN='4k': give a whole number of terms, e.g. 4096"], p.stderr

@@ -208,7 +208,9 @@ def split_reduce_opts(k, stock, min_reduce:int=2048, max_reduce:int=8192, max_ou
   input gradient) ran as 256 threads at 48 GFLOP/s, 0.9 ms each on an H200, 38 % of the step's kernel time.
   Fires for one ADD reduce of min_reduce..max_reduce numbers per output, more than 2,048 and at most max_outputs
   outputs, where tinygrad used neither tensor cores nor a split, and never for a batch-1 matvec (the layouts above
-  are for those). The bounds come from whole steps on the H200 (scripts/step_bench.py without the patch, then with
+  are for those). The bounds come from whole steps on the H200, measured before patches/split.py existed (REDUCE_SPLIT=0
+  is that setting; with the split on, the autoencoder's two such sums become two kernels each and this rule no longer
+  fires on them) (scripts/step_bench.py without the patch, then with
   MATVEC_FIX=1 and this rule without its upper bound, SPLIT_MAX_REDUCE=0): the autoencoder's b=128 step 3.87 ->
   2.22 ms (fp32) and 3.48 -> 1.95 ms (fp16), from its two 4,096-long sums; the audio CNN's step 8.13 -> 9.29 ms from
   one 16,000-long weight gradient, where tinygrad's 3 × 3 × 4 register block per thread reused more than 16 threads
