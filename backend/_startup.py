@@ -35,43 +35,29 @@ def translate_flags(environ=os.environ) -> None:
   try: common_env.translate(environ)
   except common_env.DeviceFlagError as e: _warn(f"{e} (DEV left as it was)")
 
-class _PatchOpsNV:
-  """A meta-path finder that lets the real loader import ops_nv, then installs the backend on the fresh module."""
-  def find_spec(self, fullname, path=None, target=None):
-    if fullname != TARGET: return None
-    sys.meta_path.remove(self)   # one shot; also keeps the lookup below from finding us again
-    import importlib.util
-    spec = importlib.util.find_spec(fullname)
-    if spec is None or spec.loader is None: return spec
-    exec_module = spec.loader.exec_module
-    def exec_and_install(module):
-      exec_module(module)
-      sys.modules[fullname] = module   # backend.tegra imports ops_nv: it must find this module, not a second copy
-      try:
-        import backend
-        backend.install()
-      except Exception as e: _warn(f"tegra backend not loaded: {' '.join(str(e).split()) or type(e).__name__}")
-    spec.loader.exec_module = exec_and_install
-    return spec
-
 class _AfterImport:
-  """A one-shot meta-path finder: lets the real loader import `target`, then runs `action` (errors: one warning line)."""
+  """A one-shot meta-path finder: lets the real loader import `target`, then runs `action` on the fresh module; a failure
+  is one warning line, prefixed with `what`."""
   def __init__(self, target, action, what):
     self.target, self.action, self.what = target, action, what
   def find_spec(self, fullname, path=None, target=None):
     if fullname != self.target: return None
-    sys.meta_path.remove(self)
+    sys.meta_path.remove(self)   # one shot; also keeps the lookup below from finding us again
     import importlib.util
     spec = importlib.util.find_spec(fullname)
     if spec is None or spec.loader is None: return spec
     exec_module = spec.loader.exec_module
     def exec_and_run(module):
       exec_module(module)
-      sys.modules[fullname] = module
+      sys.modules[fullname] = module   # backend.tegra imports ops_nv: it must find this module, not a second copy
       try: self.action()
-      except Exception as e: _warn(f"{self.what} not applied: {' '.join(str(e).split()) or type(e).__name__}")
+      except Exception as e: _warn(f"{self.what}: {' '.join(str(e).split()) or type(e).__name__}")
     spec.loader.exec_module = exec_and_run
     return spec
+
+def _install_backend() -> None:
+  import backend
+  backend.install()
 
 def _install_reduce_split() -> None:
   import backend
@@ -79,16 +65,16 @@ def _install_reduce_split() -> None:
 
 SCHEDULER = "tinygrad.schedule.rangeify"
 
+def _hook(target, action, what) -> None:
+  """Run `action` now if `target` is already imported, else right after it is."""
+  if target in sys.modules: action()
+  elif not any(isinstance(f, _AfterImport) and f.target == target for f in sys.meta_path):
+    sys.meta_path.insert(0, _AfterImport(target, action, what))
+
 def run() -> None:
   try:
     translate_flags()
     # the split of long sums must be in place before the first schedule, which comes before any device module loads
-    if os.environ.get("REDUCE_SPLIT", "1") != "0":
-      if SCHEDULER in sys.modules: _install_reduce_split()
-      elif not any(isinstance(f, _AfterImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _AfterImport(SCHEDULER, _install_reduce_split, "reduce split"))
-    if TARGET in sys.modules:
-      import backend
-      backend.install()
-    elif not any(isinstance(f, _PatchOpsNV) for f in sys.meta_path): sys.meta_path.insert(0, _PatchOpsNV())
+    if os.environ.get("REDUCE_SPLIT", "1") != "0": _hook(SCHEDULER, _install_reduce_split, "reduce split not applied")
+    _hook(TARGET, _install_backend, "tegra backend not loaded")
   except Exception as e: _warn(' '.join(str(e).split()) or type(e).__name__)
