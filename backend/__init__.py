@@ -5,7 +5,7 @@ before the first device is opened and raises with a one-line reason when it cann
 fp16 matvec heuristic fix (any device); `describe()` returns lines for `python3 -m common.device`.
 See backend/README.md for the tutorial.
 """
-import os
+import os, sys
 
 __version__ = "0.1.0"
 TEGRA_NODES = ("/dev/nvgpu/igpu0/ctrl", "/dev/nvmap")
@@ -32,7 +32,7 @@ def install() -> None:
   if os.environ.get("MATVEC_FIX", "1") != "0": install_matvec_fix()
   if os.environ.get("REDUCE_SPLIT", "1") != "0":
     try: install_reduce_split()
-    except Exception as e: print(f"warning: reduce split not applied: {' '.join(str(e).split())}", file=__import__("sys").stderr)
+    except Exception as e: print(f"warning: reduce split not applied: {' '.join(str(e).split())}", file=sys.stderr)
 
 def install_matvec_fix() -> None:
   """Give fp16 (and other CAST/MUL-wrapped) matrix-vector products tinygrad's MATVEC optimization, here and in compile

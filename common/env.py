@@ -188,7 +188,7 @@ def apply(env, nodes: tuple[str, ...] = TEGRA_NODES) -> Setup:
     try:
       import backend
       backend.install_reduce_split()
-      state.reduce_split = f"on (sums of >= {env.get('REDUCE_SPLIT_MIN', '4096')} terms, GPUs)"
+      state.reduce_split = f"on (sums of >= {split_min} terms, GPUs)"
     except Exception as e:
       state.reduce_split = f"not applied: {_one_line(e)}"
       print(f"warning: reduce split not applied: {state.reduce_split}", file=sys.stderr)
