@@ -24,7 +24,9 @@ split over 32 threads, so a warp reads 512 contiguous bytes of codes per step, t
 the fp16 layout above.
 One rule is not about matvecs: split_reduce_opts splits long sums with few outputs over 16 threads each, as tinygrad
 does only up to 2,048 outputs (a training step's skinny products; its docstring has the measurements and bounds).
-Every other kernel goes to tinygrad's heuristic unchanged; so do fp32 matvecs that tinygrad's own rule already handles.
+Large products (convolutions and their gradients) get their locals and register tile re-chosen by backend/patches/tiles.py
+(TILES=0 turns that off). Every other kernel goes to tinygrad's heuristic unchanged; so do fp32 matvecs that tinygrad's
+own rule already handles.
 Tuning: MV_THREADS_PER_ROW (32), MV_BLOCKSIZE (rows per workgroup, 1), MV_ROWS_PER_THREAD (1), MV_LOAD_BYTES (16);
 SPLIT_REDUCE (1). On LLaMA 3.2 1B's GGUF decode on the H200 the layout knobs moved tok/s by at most 10 % (threads 8-32,
 1-4 rows per workgroup, 1-2 per thread; Q4_0, Q6_K, Q8_0; scripts/matvec_sweep.py): 32, 1, 1 is within 2 % of the best in each.
@@ -237,20 +239,28 @@ def split_reduce_opts(k, stock, min_reduce:int=2048, max_reduce:int=8192, max_ou
 def hand_coded_optimizations(k):
   """tinygrad's heuristic, except for matvecs its MATVEC rule misses (fp16, fused scales), which get vector_matvec_opts,
   matvecs over packed integer codes, which get packed_matvec_opts, whole-vector reductions, which get
-  vector_reduce_opts, and long sums with few outputs, which get split_reduce_opts."""
+  vector_reduce_opts, long sums with few outputs, which get split_reduce_opts, and large products (convolutions and
+  their gradients), whose locals and register tile backend/patches/tiles.py re-chooses."""
   from tinygrad.codegen.opt import OptOps
   from tinygrad.uop.ops import Ops
   from tinygrad.helpers import getenv
+  from backend.patches.tiles import tile_opts
   stock = _state["orig"](k)
   if getenv("SPLIT_REDUCE", 1) and (split := split_reduce_opts(k, stock, max_reduce=getenv("SPLIT_MAX_REDUCE", 8192) or 1 << 62)) is not None:
     return split
-  # tinygrad's own rule fired (plain MUL(INDEX, INDEX)) or tensor cores were used: keep its choice
+  def tiled():
+    if not getenv("TILES", 1): return stock
+    try: return tile_opts(k, stock) or stock
+    except Exception as e:       # a model that fails must never fail the compile: tinygrad's choice stands
+      if getenv("DEBUG", 0) >= 2: print(f"tiles: kept tinygrad's layout ({type(e).__name__}: {e})")
+      return stock
+  # tinygrad's own rule fired (plain MUL(INDEX, INDEX)) or tensor cores were used: keep its choice, or the tiles' layout
   if any(o.op is OptOps.TC for o in stock.applied_opts): return stock
-  if (mul:=k.reduceop) is not None and mul.src[0].op is Ops.MUL and all(s.op is Ops.INDEX for s in mul.src[0].src): return stock
-  if getenv("MV", 1) == 0: return stock
+  if (mul:=k.reduceop) is not None and mul.src[0].op is Ops.MUL and all(s.op is Ops.INDEX for s in mul.src[0].src): return tiled()
+  if getenv("MV", 1) == 0: return tiled()
   layout = (getenv("MV_THREADS_PER_ROW", 32), getenv("MV_BLOCKSIZE", 1), getenv("MV_ROWS_PER_THREAD", 1), getenv("MV_LOAD_BYTES", 16))
   return (vector_matvec_opts(k, *layout) or packed_matvec_opts(k, *layout) or (vector_reduce_opts(k) if getenv("MV_REDUCE", 1) else None)
-          or stock)
+          or tiled())
 
 def _worker_init():
   """Runs first in every spawned worker: a fresh interpreter, where tinygrad's own initializer is still in place."""
