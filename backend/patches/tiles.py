@@ -30,10 +30,11 @@ GROUP split, and that have at least TILES_MIN (2^26) multiply-adds: smaller kern
 What the model leaves out: occupancy (a layout of 8 or 16 threads can win a tie), and loads outside the sum (a fused
 bias), which it charges once per step of the sum as if they were inside it.
 
-Measured on an H200, fp32, no BEAM (PyTorch 2.11 eager, TF32 off, in the same call; docs/results.md has the table):
-`MATVEC_FIX=1 DEV=CUDA python3 scripts/step_bench.py --steps vgg,unet`: VGG-19's 512 px Adam step 28.1 ms against
-40.5 without the patch (PyTorch 25.1 and 25.0), the U-Net DDPM step 58.9 against 75.1 ms (PyTorch 22.3 and 24.7); the
-autoencoder's and the audio CNN's steps unchanged (2.13 and 6.82 ms against 2.09 and 6.83). Which kernels of a step it
+Measured on an H200, fp32, no BEAM, each figure beside PyTorch 2.11 eager (TF32 off) in its own call (docs/results.md
+has the table): `MATVEC_FIX=1 DEV=CUDA python3 scripts/step_bench.py --steps vgg,unet` gave VGG-19's 512 px Adam step
+28.1 ms (PyTorch 25.1) and the U-Net DDPM step 58.9 ms (PyTorch 22.3); the plain command, without the patch, in the call
+before it: 40.5 ms (25.0) and 75.1 ms (24.7). The autoencoder's and the audio CNN's steps are unchanged (2.13 and
+6.82 ms with it, 2.09 and 6.83 without). Which kernels of a step it
 changes, rendered for sm_87 with no GPU: `python3 scripts/heuristic_diff.py --step unet --env TILES` (62 of 1,248).
 """
 import numpy as np
