@@ -259,3 +259,18 @@ def test_live_counters_return_to_zero():
   b.fk.ioctl(b.nvmap, U.NVMAP_IOC_FREE, h)
   for fd in (b.as_fd, b.nvmap, b.ctrl): b.fk.close(fd)
   assert b.fk.live() == {"handles": 0, "cpu_mappings": 0, "fds": 0, "gpu_mappings": 0}
+
+def test_a_release_is_recorded_before_its_value_is_visible():
+  # A CPU that waits on a signal may read fake.releases the moment the value lands, while the command-processor thread
+  # that released it is still running: the record must already be there (a 1000-replay test once saw one entry short).
+  from types import SimpleNamespace
+  from backend.testing import kernel_facts as K
+  fk = FakeTegra(thread=False)
+  recorded_at_write = []
+  fk.gpu_write = lambda as_, va, data: recorded_at_write.append(any(a == va for a, _ in fk.releases))
+  ch = SimpleNamespace(as_=None, sem={K.HOST_SEM_ADDR_LO: 0x1000, K.HOST_SEM_ADDR_HI: 0, K.HOST_SEM_PAYLOAD_LO: 7, K.HOST_SEM_PAYLOAD_HI: 0},
+                       copy={K.DMA_SEM_ADDR_LO: 0x2000, K.DMA_SEM_ADDR_HI: 0, K.DMA_SEM_PAYLOAD: 8})
+  fk._host_semaphore(ch, K.SEM_OP_RELEASE | (1 << K.SEM_EXECUTE_PAYLOAD_SIZE_BIT))
+  for kind in (K.DMA_LAUNCH_SEMAPHORE_ONE_WORD, K.DMA_LAUNCH_SEMAPHORE_FOUR_WORD):
+    fk._copy_method(ch, K.DMA_LAUNCH, kind << K.DMA_LAUNCH_SEMAPHORE_SHIFT)
+  assert fk.releases == [(0x1000, 7), (0x2000, 8), (0x2000, 8)] and recorded_at_write == [True] * 3, (fk.releases, recorded_at_write)

@@ -646,9 +646,9 @@ class FakeTegra:
     if addr % (8 if wide else K.SEM_ADDR_LO_ALIGN): raise GPUFault(f"misaligned semaphore {addr:#x}")   # 8 for 64 bit: a guard
     fmt = "Q" if wide else "I"
     if op == K.SEM_OP_RELEASE:   # after all prior work, which in this emulation has completed
-      self._wr(ch, addr, fmt, payload & (0xffffffffffffffff if wide else 0xffffffff))
+      self.releases.append((addr, payload))   # recorded before it is visible: a CPU that sees the value sees the record
       if timestamp: self._wr(ch, addr + K.SEM_TIMESTAMP_OFFSET, "Q", time.perf_counter_ns())
-      self.releases.append((addr, payload))
+      self._wr(ch, addr, fmt, payload & (0xffffffffffffffff if wide else 0xffffffff))
       return True
     cur = self._rd(ch, addr, fmt)
     if op == K.SEM_OP_ACQ_CIRC_GEQ: return ((cur - payload) & ((1 << 64) - 1 if wide else 0xffffffff)) < (1 << (63 if wide else 31))
@@ -668,10 +668,10 @@ class FakeTegra:
       self.copies += 1
     if (sem:=(val >> K.DMA_LAUNCH_SEMAPHORE_SHIFT) & K.DMA_LAUNCH_SEMAPHORE_MASK) != 0:
       addr, payload = (c.get(K.DMA_SEM_ADDR_HI, 0) << 32) | c.get(K.DMA_SEM_ADDR_LO, 0), c.get(K.DMA_SEM_PAYLOAD, 0)
+      self.releases.append((addr, payload))
       if sem == K.DMA_LAUNCH_SEMAPHORE_FOUR_WORD:   # payload, 0, then the timestamp at K.SEM_TIMESTAMP_OFFSET
         self.gpu_write(ch.as_, addr, struct.pack("<Q", payload) + struct.pack("<Q", time.perf_counter_ns()))
       else: self._wr(ch, addr, "I", payload)
-      self.releases.append((addr, payload))
 
   def _compute_method(self, ch:Channel, mthd:int, val:int):
     ch.copy[("c", mthd)] = val
@@ -707,8 +707,8 @@ class FakeTegra:
       if rd(f"RELEASE{i}_ENABLE"):
         addr = (rd(f"RELEASE{i}_ADDRESS_UPPER") << 32) | rd(f"RELEASE{i}_ADDRESS_LOWER")
         payload = (rd(f"RELEASE{i}_PAYLOAD_UPPER") << 32) | rd(f"RELEASE{i}_PAYLOAD_LOWER")
-        self._wr(ch, addr, "Q", payload)
         self.releases.append((addr, payload))
+        self._wr(ch, addr, "Q", payload)
     return (rd("DEPENDENT_QMD0_POINTER") << K.QMD_ADDRESS_SHIFT) if rd("DEPENDENT_QMD0_ENABLE") else None
 
   def _program(self, ch:Channel, prog_va:int):
