@@ -1,5 +1,8 @@
-"""common.profile on the CPU: every kernel of a JIT'd training step is timed and accounted for."""
+"""common.profile on the CPU: every kernel of a JIT'd training step is timed and accounted for; scripts/profile_step.py
+refuses flags that do not go together."""
 import common  # noqa: F401
+import pytest
+from conftest import bad_input
 from tinygrad import Tensor, TinyJit, nn
 from tinygrad.helpers import Context
 from tinygrad.nn.state import get_parameters
@@ -31,3 +34,13 @@ def test_profile_accounts_for_every_kernel_of_a_conv_step():
   assert conv_kernels and all(k.gflops > 0 for k in conv_kernels)
   table = profile_table(rows, wall, top=3)
   assert table.count("\n| r_") + table.count("\n| E_") <= 3 + 1 and "more" in table and "%" in table
+
+
+@pytest.mark.parametrize("args, fragment", [
+  (("--step", "vgg", "--half"), "--half is for the U-Net and autoencoder steps"),
+  (("--step", "decode"), "--step decode and --gguf PATH go together"),
+  (("--step", "decode", "--gguf", "README.md", "--time", "3"), "--time is for the training steps"),
+  (("--step", "unet", "--gguf", "README.md"), "--step decode and --gguf PATH go together"),
+])
+def test_profile_script_refuses_flags_that_do_not_go_together(args, fragment):
+  bad_input("scripts/profile_step.py", *args, fragments=(fragment,))
