@@ -33,6 +33,9 @@ def install() -> None:
   if os.environ.get("REDUCE_SPLIT", "1") != "0":
     try: install_reduce_split()
     except Exception as e: print(f"warning: reduce split not applied: {' '.join(str(e).split())}", file=sys.stderr)
+  if os.environ.get("PROGRAM_CACHE", "1") != "0":
+    try: install_program_cache()
+    except Exception as e: print(f"warning: program cache not applied: {' '.join(str(e).split())}", file=sys.stderr)
 
 def install_matvec_fix() -> None:
   """Give fp16 (and other CAST/MUL-wrapped) matrix-vector products tinygrad's MATVEC optimization, here and in compile
@@ -45,6 +48,11 @@ def install_reduce_split() -> None:
   instead of tinygrad's 32,768, on GPUs. Must run before the first schedule. See backend/patches/split.py."""
   from backend.patches import split
   split.install()
+
+def install_program_cache() -> None:
+  """Keep lowered kernels in tinygrad's disk cache, so a rerun skips code generation. See backend/patches/program_cache.py."""
+  from backend.patches import program_cache
+  program_cache.install()
 
 def describe() -> dict[str, str]:
   from backend import devio
@@ -59,4 +67,6 @@ def describe() -> dict[str, str]:
          "matvec fix": "on" if matvec.is_installed() else "off"}
   from backend.patches import split
   out["reduce split"] = "on" if split.is_installed() else "off"
+  from backend.patches import program_cache
+  out["program cache"] = "on" if program_cache.is_installed() else "off"
   return out

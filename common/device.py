@@ -82,6 +82,7 @@ def report() -> list[tuple[str, str]]:
   rows.append(("tegra backend", state.tegra))
   rows.append(("matvec fix", state.matvec_fix))
   rows.append(("reduce split", state.reduce_split))
+  rows.append(("program cache", state.program_cache))
   try:
     import backend
     rows += [(f"backend: {k}", v) for k, v in backend.describe().items()]

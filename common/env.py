@@ -131,6 +131,7 @@ class Setup:
   tegra: str = "not a Jetson (no Tegra device nodes)"   # what happened with the Tegra backend
   matvec_fix: str = "off"
   reduce_split: str = "off"                          # backend/patches/split.py: weight gradients split into two kernels
+  program_cache: str = "off"                         # backend/patches/program_cache.py: lowered kernels kept on disk
 
 
 SETUP: Setup | None = None
@@ -192,6 +193,14 @@ def apply(env, nodes: tuple[str, ...] = TEGRA_NODES) -> Setup:
     except Exception as e:
       state.reduce_split = f"not applied: {_one_line(e)}"
       print(f"warning: reduce split not applied: {state.reduce_split}", file=sys.stderr)
+  if env.get("PROGRAM_CACHE", "1") != "0":          # lowered kernels kept in tinygrad's CACHEDB: a rerun skips code generation
+    try:
+      import backend
+      backend.install_program_cache()
+      state.program_cache = "on (tinygrad's CACHEDB)"
+    except Exception as e:
+      state.program_cache = f"not applied: {_one_line(e)}"
+      print(f"warning: program cache not applied: {state.program_cache}", file=sys.stderr)
   return state
 
 

@@ -1,0 +1,138 @@
+"""Keep tinygrad 0.14.0's lowered kernels on disk, so the second run of a program skips its code generation.
+
+Before a kernel runs, tinygrad lowers its AST to a program: the optimizer picks a layout, some thirty rewrite passes
+turn it into a linear list of UOps, a renderer writes source and a compiler builds a binary. tinygrad keeps the binary
+on disk (`Compiler.compile_cached`, keyed by source), but the lowering only in a dict that dies with the process
+(`tinygrad.codegen.to_program_cache`). The lowering is pure Python and is most of a first training step's time on a
+small CPU: on the 2-core test machine the DDPM U-Net step's first call (≈300 distinct kernels) spends 150-185 s in it.
+This patch stores each lowered program in tinygrad's own disk cache (CACHEDB, table `lowered_program`) and looks it
+up before lowering, so a rerun of a demo starts in seconds instead of minutes.
+
+The key is tinygrad's own in-process key (the AST's content hash, the renderer's class and target, and the
+ContextVars tinygrad lists as changing programs) extended with everything else that can change a program:
+  - the tinygrad version, and a hash of the source files of the renderer's class and of `backend/patches/*.py`
+    (the heuristic patches), with which of those patches are installed in this process;
+  - the value of every environment variable that tinygrad or this backend reads by name (`getenv("X")`,
+    `ContextVar("X")`, `environ.get("X")` in their sources), when set, and every ContextVar's value now (so a
+    `with Context(...)` block has its own entries).
+A key that changes where it need not (say, a different DEBUG level) only costs a miss. Kernels that BEAM searches
+(KernelInfo.beam > 0) are not stored: BEAM keeps its own cache of the options it found, and a budgeted search
+(common.beam) leaves kernels it did not reach for a later search to find.
+
+`PROGRAM_CACHE=0` turns this off, as does tinygrad's `CACHELEVEL=0`; deleting CACHEDB (or tinygrad's
+`diskcache_clear()`) empties it. A kernel takes about 9 KB there (a pickled PROGRAM UOp with its binary: 58 kernels of a small conv step, 529 KB).
+"""
+import functools, hashlib, importlib.metadata, os, pickle, re, types
+from pathlib import Path
+
+TABLE = "lowered_program"
+_state: dict = {"orig": None, "enabled": False, "hits": 0, "stored": 0}
+ENV_NAME = re.compile(r"""(?:getenv|ContextVar|environ\.get)\(\s*["']([A-Z][A-Z0-9_]*)["']""")
+NOT_KEYED = {"DEBUG", "PARALLEL", "PROGRAM_CACHE"}   # printing and the size of the compile pool do not change a program
+
+
+def _hook(linear):
+  return _program_cache_lower_and_compile(linear)  # noqa: F821  (looked up in tinygrad's realize module, where install() puts it)
+
+
+def enabled() -> bool:
+  from tinygrad.helpers import CACHELEVEL
+  return _state["enabled"] and os.environ.get("PROGRAM_CACHE", "1") != "0" and CACHELEVEL >= 1
+
+
+@functools.cache
+def _env_names() -> tuple[str, ...]:
+  """Every environment variable name tinygrad's package or this backend reads by name in its source."""
+  import tinygrad
+  names: set[str] = set()
+  for root in (Path(tinygrad.__file__).parent, Path(__file__).resolve().parents[1]):
+    for f in root.rglob("*.py"): names.update(ENV_NAME.findall(f.read_text(errors="replace")))
+  return tuple(sorted(names - NOT_KEYED))
+
+
+@functools.cache
+def _file_hash(path: str) -> str:
+  return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path and os.path.exists(path) else ""
+
+
+@functools.cache
+def _static_part() -> str:
+  patches = sorted(str(p) for p in Path(__file__).resolve().parent.glob("*.py"))
+  return "|".join([importlib.metadata.version("tinygrad"), *(_file_hash(p) for p in patches)])
+
+
+def _installed_patches() -> str:
+  from backend.patches import matvec, split
+  return f"matvec={matvec.is_installed()},split={split.is_installed()}"
+
+
+def disk_key(program_key: tuple, renderer) -> str:
+  """The cache key of a kernel: tinygrad's `to_program_key` plus what else can change its program (module docstring)."""
+  import inspect
+  from tinygrad.helpers import ContextVar
+  src = inspect.getsourcefile(type(renderer)) or ""
+  env = tuple((n, os.environ[n]) for n in _env_names() if n in os.environ)
+  ctx = tuple(sorted((k, repr(v.value)) for k, v in ContextVar._cache.items() if k not in NOT_KEYED))
+  ast_key, ren_type, *rest = program_key
+  parts = (ast_key.hex() if isinstance(ast_key, bytes) else repr(ast_key), f"{ren_type.__module__}.{ren_type.__qualname__}",
+           repr(rest), _file_hash(src), _static_part(), _installed_patches(), repr(env), repr(ctx))
+  return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _storable(ast) -> bool:
+  from tinygrad.uop.ops import Ops, KernelInfo
+  if ast.op is Ops.SINK: return isinstance(ast.arg, KernelInfo) and ast.arg.beam == 0
+  return ast.op is Ops.PROGRAM   # an already lowered kernel that still needs its binary
+
+
+def lower_and_compile(linear):
+  """tinygrad's lower_and_compile, with the kernels it would lower first looked up on disk and the rest stored after."""
+  orig = _state["orig"]
+  if not enabled(): return orig(linear)
+  g = orig.__globals__
+  from tinygrad.helpers import diskcache_get, diskcache_put
+  from tinygrad.uop.ops import Ops
+  cache, key_of = g["to_program_cache"], g["to_program_key"]
+  wanted: dict[tuple, str] = {}
+  for c in linear.toposort():
+    if c.op is not Ops.CALL or (a:=g["_get_call_to_compile"](c)) is None or not _storable(a[0]): continue
+    if (k:=key_of(*a)) in cache or k in wanted: continue
+    wanted[k] = disk_key(k, a[1])
+  missed = []
+  for k, dk in wanted.items():
+    try: prg = diskcache_get(TABLE, dk)
+    except Exception: prg = None     # an entry pickled by another build of these classes: lower it again
+    if prg is None: missed.append(k)
+    else: cache[k], _state["hits"] = prg, _state["hits"] + 1
+  out = orig(linear)
+  for k in missed:
+    if (prg:=cache.get(k)) is not None:
+      diskcache_put(TABLE, wanted[k], pickle.dumps(prg), prepickled=True)
+      _state["stored"] += 1
+  return out
+
+
+def install() -> None:
+  """Idempotent. Replaces the code of tinygrad.engine.realize.lower_and_compile, so every caller (the schedule's
+  realize and the HCQ graph, which imported it by name) goes through the cache."""
+  from tinygrad.engine import realize
+  if _state["orig"] is None:
+    f = realize.lower_and_compile
+    if not isinstance(f, types.FunctionType) or f.__name__ != "lower_and_compile" or f.__code__.co_freevars:
+      raise RuntimeError("tinygrad's lower_and_compile was already replaced by another hook; install the program cache first")
+    _state["orig"] = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__)
+    realize._program_cache_lower_and_compile = lower_and_compile
+    f.__code__ = _hook.__code__
+  _state["enabled"] = True
+
+
+def uninstall() -> None:
+  _state["enabled"] = False
+
+
+def is_installed() -> bool: return _state["enabled"]
+
+
+def stats() -> dict[str, int]:
+  """Kernels found on disk and kernels stored, in this process."""
+  return {"hits": _state["hits"], "stored": _state["stored"]}

@@ -1,0 +1,76 @@
+"""backend/patches/program_cache.py: a second process finds every lowered kernel of a JIT'd training step on disk and
+computes the same numbers; what changes a program changes the key; BEAM's kernels and PROGRAM_CACHE=0 store nothing."""
+import json, os, subprocess, sys, textwrap
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+STEP = textwrap.dedent("""
+  import json, os
+  import common
+  from tinygrad import Tensor, TinyJit, nn
+  from tinygrad.helpers import Context
+  from tinygrad.nn.state import get_parameters
+  from backend.patches import program_cache
+  Tensor.manual_seed(0)
+  conv = nn.Conv2d(3, 4, 3, padding=1)
+  opt = nn.optim.SGD(get_parameters(conv), lr=0.1)
+  @TinyJit
+  def step(x, y):
+    with Context(TRAINING=1):
+      opt.zero_grad()
+      loss = (conv(x).relu().mean(axis=(2, 3)) - y).square().mean()
+      loss.backward()
+      opt.step()
+    return loss.realize()
+  x, y = Tensor.randn(2, 3, 6, 6).realize(), Tensor([[0.5, -0.2, 0.1, 0.3]]).realize()
+  losses = [step(x, y).item() for _ in range(3)]
+  print(json.dumps({"losses": losses, "weight": conv.weight.numpy().ravel()[:8].tolist(), **program_cache.stats()}))
+""")
+
+
+def run_step(db, **env):
+  e = {k: v for k, v in os.environ.items() if k not in ("DEV", "BEAM", "JITBEAM", "PROGRAM_CACHE", "DEBUG")}
+  p = subprocess.run([sys.executable, "-c", STEP], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                     env={**e, "DEV": "CPU", "PYTHONPATH": ROOT, "PARALLEL": "0", "CACHEDB": str(db), **env})
+  assert p.returncode == 0, p.stderr[-3000:]
+  return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_second_run_lowers_nothing_and_computes_the_same_numbers(tmp_path):
+  first = run_step(tmp_path / "c.db")
+  second = run_step(tmp_path / "c.db")
+  assert first["stored"] >= 4 and first["hits"] == 0, first             # forward, backward and the update
+  assert second["hits"] == first["stored"] and second["stored"] == 0, second
+  assert second["losses"] == first["losses"] and second["weight"] == first["weight"]
+  assert first["losses"][2] < first["losses"][0]                           # it trains
+  # a knob the heuristic patches read makes its own entries; so does PROGRAM_CACHE=0 make none
+  other = run_step(tmp_path / "c.db", TILES="0")
+  assert other["hits"] == 0 and other["stored"] == first["stored"], other
+  off = run_step(tmp_path / "c.db", PROGRAM_CACHE="0")
+  assert off["hits"] == off["stored"] == 0 and off["losses"] == first["losses"]
+
+
+def test_key_follows_what_changes_a_program(monkeypatch):
+  import common  # noqa: F401
+  from tinygrad import Device
+  from tinygrad.helpers import Context
+  from backend.patches import program_cache as pc
+  ren = Device["CPU"].renderer
+  key = (b"\x01" * 32, type(ren), ren.target, 0, 0)
+  base = pc.disk_key(key, ren)
+  assert pc.disk_key(key, ren) == base
+  assert pc.disk_key((b"\x02" * 32, *key[1:]), ren) != base                 # another AST
+  with Context(TRAINING=1): assert pc.disk_key(key, ren) != base             # any ContextVar, as it is now
+  monkeypatch.setenv("MV_BLOCKSIZE", "8")                                    # a tinygrad heuristic knob read with getenv
+  assert "MV_BLOCKSIZE" in pc._env_names() and pc.disk_key(key, ren) != base
+  monkeypatch.delenv("MV_BLOCKSIZE")
+  monkeypatch.setenv("DEBUG", "2")                                           # printing does not change a program
+  assert pc.disk_key(key, ren) == base
+
+
+@pytest.mark.parametrize("beam, storable", [(0, True), (2, False)])
+def test_beam_kernels_are_left_to_beams_own_cache(beam, storable):
+  from tinygrad.uop.ops import UOp, Ops, KernelInfo
+  from backend.patches import program_cache as pc
+  assert pc._storable(UOp(Ops.SINK, arg=KernelInfo(beam=beam))) is storable
