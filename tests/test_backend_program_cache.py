@@ -74,3 +74,18 @@ def test_beam_kernels_are_left_to_beams_own_cache(beam, storable):
   from tinygrad.uop.ops import UOp, Ops, KernelInfo
   from backend.patches import program_cache as pc
   assert pc._storable(UOp(Ops.SINK, arg=KernelInfo(beam=beam))) is storable
+
+
+def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_run(monkeypatch, capsys):
+  import random
+  import common  # noqa: F401
+  import numpy as np
+  from tinygrad import Tensor, helpers
+  from backend.patches import program_cache as pc
+  if not pc.enabled(): pytest.skip("the program cache is off in this environment (PROGRAM_CACHE=0 or CACHELEVEL=0)")
+  def refuse(*a, **k): raise OSError("database or disk is full")
+  monkeypatch.setattr(helpers, "diskcache_put", refuse)
+  monkeypatch.setitem(pc._state, "warned", False)
+  c = random.randint(2, 10**6)                                               # a kernel no earlier run has lowered
+  assert np.array_equal((Tensor.arange(5) * c + 1).numpy(), np.arange(5) * c + 1)
+  assert "warning: program cache not written: database or disk is full" in capsys.readouterr().err

@@ -22,7 +22,7 @@ A key that changes where it need not (say, a different DEBUG level) only costs a
 `PROGRAM_CACHE=0` turns this off, as does tinygrad's `CACHELEVEL=0`; deleting CACHEDB (or tinygrad's
 `diskcache_clear()`) empties it. A kernel takes about 9 KB there (a pickled PROGRAM UOp with its binary: 58 kernels of a small conv step, 529 KB).
 """
-import functools, hashlib, importlib.metadata, os, pickle, re, types
+import functools, hashlib, importlib.metadata, os, pickle, re, sys, types
 from pathlib import Path
 
 TABLE = "lowered_program"
@@ -106,9 +106,13 @@ def lower_and_compile(linear):
     else: cache[k], _state["hits"] = prg, _state["hits"] + 1
   out = orig(linear)
   for k in missed:
-    if (prg:=cache.get(k)) is not None:
-      diskcache_put(TABLE, wanted[k], pickle.dumps(prg), prepickled=True)
-      _state["stored"] += 1
+    if (prg:=cache.get(k)) is None: continue
+    try: diskcache_put(TABLE, wanted[k], pickle.dumps(prg), prepickled=True)
+    except Exception as e:           # a full disk or a locked database costs the next run its lowering, never this run
+      if not _state.get("warned"): print(f"warning: program cache not written: {' '.join(str(e).split())}", file=sys.stderr)
+      _state["warned"] = True
+      return out
+    _state["stored"] += 1
   return out
 
 
