@@ -22,8 +22,8 @@ HINTS = {
   "copy-ins": "stale staging data (GPU L2?) or a lost copy: run with TEGRA_GPU_CACHEABLE=0 and report",
   "TinyJit graph": "graph replay failed: run with DEBUG=2 and check `sudo dmesg | grep -iE 'nvgpu|mmu'`",
   "1 GiB allocation": "nvmap could not back 1 GiB: `free -h`, `sudo dmesg | grep -i nvmap`",
-  "compute vs CPU": "wrong numbers: try MATVEC_FIX=0 and JIT=0 to isolate; report with DEBUG=4 output",
-  "matmul vs numpy": "wrong numbers: try MATVEC_FIX=0 and JIT=0 to isolate; report with DEBUG=4 output",
+  "compute vs CPU": "wrong numbers: try MATVEC_FIX=0, JIT=0 and PROGRAM_CACHE=0 to isolate; report with DEBUG=4 output",
+  "matmul vs numpy": "wrong numbers: try MATVEC_FIX=0, JIT=0 and PROGRAM_CACHE=0 to isolate; report with DEBUG=4 output",
   "GPU L2 caching": "CACHEABLE mappings gave wrong numbers: keep TEGRA_GPU_CACHEABLE=0 (the default) and report",
 }
 

@@ -36,6 +36,7 @@ def main() -> int:
   from tinygrad import TinyJit, dtypes
   from tinygrad.helpers import getenv
   from tinygrad.codegen import to_program_cache
+  from tinygrad.engine.worker import terminate_worker_pool
   import edge_common as ec
   import gguf_model as gm
   f, cfg, _ = gm.open_checked(args.gguf)
@@ -46,6 +47,7 @@ def main() -> int:
     os.environ.update(MV_THREADS_PER_ROW=str(t), MV_BLOCKSIZE=str(b), MV_ROWS_PER_THREAD=str(r))
     getenv.cache_clear()                          # the patch reads the knobs through tinygrad's memoized getenv
     to_program_cache.clear()                      # and compiled programs are cached by kernel, not by layout
+    terminate_worker_pool()                       # compile workers would keep the knobs they started with
     model.step_jit, model.pos, token, times = TinyJit(model._step), 0, 1, []
     for _ in range(45):
       t0 = time.perf_counter()

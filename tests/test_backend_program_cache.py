@@ -37,6 +37,7 @@ def run_step(db, **env):
   return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_second_run_lowers_nothing_and_computes_the_same_numbers(tmp_path):
   first = run_step(tmp_path / "c.db")
   second = run_step(tmp_path / "c.db")
@@ -49,6 +50,8 @@ def test_second_run_lowers_nothing_and_computes_the_same_numbers(tmp_path):
   assert other["hits"] == 0 and other["stored"] == first["stored"], other
   off = run_step(tmp_path / "c.db", PROGRAM_CACHE="0")
   assert off["hits"] == off["stored"] == 0 and off["losses"] == first["losses"]
+  debug = run_step(tmp_path / "c.db", DEBUG="3")                            # DEBUG >= 3 prints each kernel's opts and source
+  assert debug["hits"] == debug["stored"] == 0
 
 
 def test_key_follows_what_changes_a_program(monkeypatch):
@@ -62,6 +65,10 @@ def test_key_follows_what_changes_a_program(monkeypatch):
   assert pc.disk_key(key, ren) == base
   assert pc.disk_key((b"\x02" * 32, *key[1:]), ren) != base                 # another AST
   with Context(TRAINING=1): assert pc.disk_key(key, ren) != base             # any ContextVar, as it is now
+  from tinygrad.codegen.opt import heuristic
+  monkeypatch.setattr(heuristic, "hand_coded_optimizations", lambda k: k)      # a heuristic of one's own
+  assert pc.disk_key(key, ren) != base
+  monkeypatch.undo()
   monkeypatch.setenv("MV_BLOCKSIZE", "8")                                    # a tinygrad heuristic knob read with getenv
   assert "MV_BLOCKSIZE" in pc._env_names() and pc.disk_key(key, ren) != base
   monkeypatch.delenv("MV_BLOCKSIZE")
@@ -69,11 +76,13 @@ def test_key_follows_what_changes_a_program(monkeypatch):
   assert pc.disk_key(key, ren) == base
 
 
-@pytest.mark.parametrize("beam, storable", [(0, True), (2, False)])
-def test_beam_kernels_are_left_to_beams_own_cache(beam, storable):
+@pytest.mark.parametrize("beam, cachekey, storable", [(0, "compile_clang_jit", True), (2, "compile_clang_jit", False), (0, None, False)])
+def test_beam_kernels_and_compilers_without_a_disk_cache_are_not_stored(beam, cachekey, storable):
+  from types import SimpleNamespace
   from tinygrad.uop.ops import UOp, Ops, KernelInfo
   from backend.patches import program_cache as pc
-  assert pc._storable(UOp(Ops.SINK, arg=KernelInfo(beam=beam))) is storable
+  renderer = SimpleNamespace(compiler=SimpleNamespace(cachekey=cachekey))    # None: CCACHE=0, or the fake Orin's compiler
+  assert pc._storable(UOp(Ops.SINK, arg=KernelInfo(beam=beam)), renderer) is storable
 
 
 def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_run(monkeypatch, capsys):

@@ -112,6 +112,7 @@ class FakeBackend:
     if self.fail: raise RuntimeError(self.fail)
     self.installed += 1
   def install_matvec_fix(self): self.matvec += 1
+  def install_program_cache(self): pass
   def describe(self): return {}
 
 

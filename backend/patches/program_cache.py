@@ -10,17 +10,21 @@ up before lowering, so a rerun of a demo starts in seconds instead of minutes.
 
 The key is tinygrad's own in-process key (the AST's content hash, the renderer's class and target, and the
 ContextVars tinygrad lists as changing programs) extended with everything else that can change a program:
-  - the tinygrad version, and a hash of the source files of the renderer's class and of `backend/patches/*.py`
-    (the heuristic patches), with which of those patches are installed in this process;
-  - the value of every environment variable that tinygrad or this backend reads by name (`getenv("X")`,
-    `ContextVar("X")`, `environ.get("X")` in their sources), when set, and every ContextVar's value now (so a
+  - the tinygrad version and a hash of the tinygrad sources that lower and compile a kernel (codegen/, renderer/,
+    uop/, engine/, helpers.py, device.py, the compilers in runtime/support/), of the renderer class's own file and of
+    `backend/patches/*.py`; which of those patches are installed, and which function is tinygrad's heuristic now
+    (so an edited tinygrad or a monkeypatched heuristic gets its own entries);
+  - the value of every environment variable those sources read by name (`getenv("X")`, `ContextVar("X")`,
+    `environ.get("X")`), when set, and every ContextVar's value now but DEBUG's and PARALLEL's (so a
     `with Context(...)` block has its own entries).
-A key that changes where it need not (say, a different DEBUG level) only costs a miss. Kernels that BEAM searches
-(KernelInfo.beam > 0) are not stored: BEAM keeps its own cache of the options it found, and a budgeted search
-(common.beam) leaves kernels it did not reach for a later search to find.
+A key that changes where it need not only costs a miss. Not stored: kernels that BEAM searches (KernelInfo.beam > 0;
+BEAM keeps its own cache of the options it found, and a budgeted search, common.beam, leaves kernels it did not
+reach for a later search to find); kernels whose compiler keeps no disk cache either (tinygrad's `CCACHE=0`, the
+fake Orin's compiler); and nothing is read or written while DEBUG >= 3 or VIZ is set, so their output is complete.
 
-`PROGRAM_CACHE=0` turns this off, as does tinygrad's `CACHELEVEL=0`; deleting CACHEDB (or tinygrad's
-`diskcache_clear()`) empties it. A kernel takes about 9 KB there (a pickled PROGRAM UOp with its binary: 58 kernels of a small conv step, 529 KB).
+`PROGRAM_CACHE=0` turns this off, as does tinygrad's `CACHELEVEL=0`. To empty it and keep BEAM's results and the
+compiled binaries: `sqlite3 ~/.cache/tinygrad/cache.db 'DROP TABLE lowered_program_22'` (22: tinygrad's cache
+schema). Each entry is a pickled PROGRAM UOp with its binary, a few KB to tens of KB per kernel; nothing evicts them.
 """
 import functools, hashlib, importlib.metadata, os, pickle, re, sys, types
 from pathlib import Path
@@ -36,18 +40,27 @@ def _hook(linear):
 
 
 def enabled() -> bool:
-  from tinygrad.helpers import CACHELEVEL
-  return _state["enabled"] and os.environ.get("PROGRAM_CACHE", "1") != "0" and CACHELEVEL >= 1
+  from tinygrad.helpers import CACHELEVEL, DEBUG, VIZ
+  return _state["enabled"] and os.environ.get("PROGRAM_CACHE", "1") != "0" and CACHELEVEL >= 1 and DEBUG < 3 and not VIZ
 
 
 @functools.cache
 def _env_names() -> tuple[str, ...]:
-  """Every environment variable name tinygrad's package or this backend reads by name in its source."""
-  import tinygrad
+  """Every environment variable name that the lowering sources read by name."""
   names: set[str] = set()
-  for root in (Path(tinygrad.__file__).parent, Path(__file__).resolve().parents[1]):
-    for f in root.rglob("*.py"): names.update(ENV_NAME.findall(f.read_text(errors="replace")))
+  for f in _lowering_sources(): names.update(ENV_NAME.findall(f.read_text(errors="replace")))
   return tuple(sorted(names - NOT_KEYED))
+
+
+@functools.cache
+def _lowering_sources() -> tuple[Path, ...]:
+  """The files whose code can change a lowered program: tinygrad's lowering and compilers, and the heuristic patches."""
+  import tinygrad
+  tg = Path(tinygrad.__file__).parent
+  files = [f for d in ("codegen", "renderer", "uop", "engine") for f in (tg / d).rglob("*.py")]
+  files += [tg / "helpers.py", tg / "device.py", *(tg / "runtime" / "support").glob("compiler*.py")]
+  files += Path(__file__).resolve().parent.glob("*.py")
+  return tuple(sorted(f for f in files if f.is_file()))
 
 
 @functools.cache
@@ -57,13 +70,18 @@ def _file_hash(path: str) -> str:
 
 @functools.cache
 def _static_part() -> str:
-  patches = sorted(str(p) for p in Path(__file__).resolve().parent.glob("*.py"))
-  return "|".join([importlib.metadata.version("tinygrad"), *(_file_hash(p) for p in patches)])
+  h = hashlib.sha256()
+  for f in _lowering_sources(): h.update(f.read_bytes())
+  try: version = importlib.metadata.version("tinygrad")
+  except importlib.metadata.PackageNotFoundError: version = "unknown"   # a tinygrad on PYTHONPATH: its sources are hashed anyway
+  return f"{version}|{h.hexdigest()}"
 
 
 def _installed_patches() -> str:
   from backend.patches import matvec, split
-  return f"matvec={matvec.is_installed()},split={split.is_installed()}"
+  from tinygrad.codegen.opt import heuristic    # apply_opts looks the function up here at every kernel
+  h = heuristic.hand_coded_optimizations
+  return f"matvec={matvec.is_installed()},split={split.is_installed()},heuristic={h.__module__}.{h.__qualname__}"
 
 
 def disk_key(program_key: tuple, renderer) -> str:
@@ -79,10 +97,16 @@ def disk_key(program_key: tuple, renderer) -> str:
   return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _storable(ast) -> bool:
+def _storable(ast, renderer) -> bool:
   from tinygrad.uop.ops import Ops, KernelInfo
+  if getattr(renderer.compiler, "cachekey", None) is None: return False   # CCACHE=0, or a compiler that keeps nothing on disk
   if ast.op is Ops.SINK: return isinstance(ast.arg, KernelInfo) and ast.arg.beam == 0
   return ast.op is Ops.PROGRAM   # an already lowered kernel that still needs its binary
+
+
+def _warn(what: str, e: BaseException) -> None:
+  if not _state.get("warned"): print(f"warning: program cache {what}: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
+  _state["warned"] = True
 
 
 def lower_and_compile(linear):
@@ -94,23 +118,28 @@ def lower_and_compile(linear):
   from tinygrad.uop.ops import Ops
   cache, key_of = g["to_program_cache"], g["to_program_key"]
   wanted: dict[tuple, str] = {}
-  for c in linear.toposort():
-    if c.op is not Ops.CALL or (a:=g["_get_call_to_compile"](c)) is None or not _storable(a[0]): continue
-    if (k:=key_of(*a)) in cache or k in wanted: continue
-    wanted[k] = disk_key(k, a[1])
   missed = []
-  for k, dk in wanted.items():
-    try: prg = diskcache_get(TABLE, dk)
-    except Exception: prg = None     # an entry pickled by another build of these classes: lower it again
-    if prg is None: missed.append(k)
-    else: cache[k], _state["hits"] = prg, _state["hits"] + 1
+  try:
+    for c in linear.toposort():
+      if c.op is not Ops.CALL or (a:=g["_get_call_to_compile"](c)) is None or not _storable(*a): continue
+      if (k:=key_of(*a)) in cache or k in wanted: continue
+      wanted[k] = disk_key(k, a[1])
+    for k, dk in wanted.items():
+      try: prg = diskcache_get(TABLE, dk)
+      except Exception: prg = None     # an entry pickled by another build of these classes: lower it again
+      if prg is None: missed.append(k)
+      else: cache[k], _state["hits"] = prg, _state["hits"] + 1
+  except Exception as e:             # no key, no cache: tinygrad lowers as it would without this patch
+    _warn("not used", e)
+    return orig(linear)
   out = orig(linear)
   for k in missed:
     if (prg:=cache.get(k)) is None: continue
-    try: diskcache_put(TABLE, wanted[k], pickle.dumps(prg), prepickled=True)
+    try: blob = pickle.dumps(prg)
+    except Exception: continue       # this kernel cannot be kept; the others still can
+    try: diskcache_put(TABLE, wanted[k], blob, prepickled=True)
     except Exception as e:           # a full disk or a locked database costs the next run its lowering, never this run
-      if not _state.get("warned"): print(f"warning: program cache not written: {' '.join(str(e).split())}", file=sys.stderr)
-      _state["warned"] = True
+      _warn("not written", e)
       return out
     _state["stored"] += 1
   return out
@@ -122,6 +151,8 @@ def install() -> None:
   from tinygrad.engine import realize
   if _state["orig"] is None:
     f = realize.lower_and_compile
+    if hasattr(realize, "_program_cache_lower_and_compile") or f.__code__ is _hook.__code__:
+      raise RuntimeError("tinygrad's lower_and_compile already goes through a program cache (a second copy of this module?)")
     if not isinstance(f, types.FunctionType) or f.__name__ != "lower_and_compile" or f.__code__.co_freevars:
       raise RuntimeError("tinygrad's lower_and_compile was already replaced by another hook; install the program cache first")
     _state["orig"] = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__)
