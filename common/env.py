@@ -175,33 +175,26 @@ def apply(env, nodes: tuple[str, ...] = TEGRA_NODES) -> Setup:
       state.tegra = f"not loaded: {reason}"
       print(f"warning: tegra backend not loaded: {reason}; carrying on with tinygrad's own NV interfaces", file=sys.stderr)
   fix = env.get("MATVEC_FIX", "")
-  if fix == "1" or (state.tegra == "installed" and fix != "0"):
-    try:
-      import backend
-      backend.install_matvec_fix()
-      state.matvec_fix = "on"
-    except Exception as e:
-      state.matvec_fix = f"not applied: {_one_line(e)}"
-      print(f"warning: matvec fix not applied: {state.matvec_fix}", file=sys.stderr)
+  if fix == "1" or (state.tegra == "installed" and fix != "0"): state.matvec_fix = _patch("matvec fix", "install_matvec_fix", "on")
   split_min = env.get("REDUCE_SPLIT_MIN", "4096")
   if not split_min.isdigit() or int(split_min) < 1: _fail(f"REDUCE_SPLIT_MIN={split_min!r}: give a whole number of terms, e.g. 4096")
   if env.get("REDUCE_SPLIT", "1") != "0":            # on for every program that imports common (it leaves CPU kernels alone)
-    try:
-      import backend
-      backend.install_reduce_split()
-      state.reduce_split = f"on (sums of >= {split_min} terms, GPUs)"
-    except Exception as e:
-      state.reduce_split = f"not applied: {_one_line(e)}"
-      print(f"warning: reduce split not applied: {state.reduce_split}", file=sys.stderr)
+    state.reduce_split = _patch("reduce split", "install_reduce_split", f"on (sums of >= {split_min} terms, GPUs)")
   if env.get("PROGRAM_CACHE", "1") != "0":          # lowered kernels kept in tinygrad's CACHEDB: a rerun skips code generation
-    try:
-      import backend
-      backend.install_program_cache()
-      state.program_cache = "on (tinygrad's CACHEDB)"
-    except Exception as e:
-      state.program_cache = f"not applied: {_one_line(e)}"
-      print(f"warning: program cache not applied: {state.program_cache}", file=sys.stderr)
+    state.program_cache = _patch("program cache", "install_program_cache", "on (tinygrad's CACHEDB)")
   return state
+
+
+def _patch(what: str, installer: str, on: str) -> str:
+  """Apply one of backend's tinygrad patches; a failure is a warning line, never the end of the run. -> the status."""
+  try:
+    import backend
+    getattr(backend, installer)()
+    return on
+  except Exception as e:
+    status = f"not applied: {_one_line(e)}"
+    print(f"warning: {what} not applied: {status}", file=sys.stderr)
+    return status
 
 
 def _one_line(e: BaseException) -> str:
