@@ -4,9 +4,9 @@ Before a kernel runs, tinygrad lowers its AST to a program: the optimizer picks 
 turn it into a linear list of UOps, a renderer writes source and a compiler builds a binary. tinygrad keeps the binary
 on disk (`Compiler.compile_cached`, keyed by source), but the lowering only in a dict that dies with the process
 (`tinygrad.codegen.to_program_cache`). The lowering is pure Python and is most of a first training step's time on a
-small CPU: on the 2-core test machine the DDPM U-Net step's first call (≈300 distinct kernels) spends 150-185 s in it.
-This patch stores each lowered program in tinygrad's own disk cache (CACHEDB, table `lowered_program`) and looks it
-up before lowering, so a rerun of a demo starts in seconds instead of minutes.
+small CPU: on the 2-core test machine `python3 generative/generative_models.py --model autoencoder --train --steps 20
+--quick` took 58.2 s with an empty cache and 21.2 s run again. This patch stores each lowered program in tinygrad's
+own disk cache (CACHEDB, table `lowered_program`) and looks it up before lowering, so a rerun skips that work.
 
 The key is tinygrad's own in-process key (the AST's content hash, the renderer's class and target, and the
 ContextVars tinygrad lists as changing programs) extended with everything else that can change a program:
