@@ -394,7 +394,7 @@ def run_bench(args) -> int:
 MODELS = {"autoencoder": "autoencoder", "ae": "autoencoder", "diffusion": "diffusion", "ddpm": "diffusion", "all": "all"}
 QUICK = dict(n_train=600, n_test=200, clf_steps=60, ae_steps=100, lr=3e-3, ddpm_steps=50, width=8, n_samples=16, ddim_steps=10,
              ema=0.99, ancestral_samples=0, ddpm_lr=2e-3, batch=16)
-FULL = dict(n_train=30000, n_test=2000, clf_steps=1500, ae_steps=3000, ddpm_steps=20000, width=64, n_samples=500, ddim_steps=50,
+FULL = dict(n_train=30000, n_test=2000, clf_steps=1500, ae_steps=3000, ddpm_steps=20000, width=64, n_samples=1000, ddim_steps=50,
             ema=0.999, ancestral_samples=16, ddpm_lr=5e-4, batch=128, ddpm_minutes=5.0, schedule="cosine")
 
 

@@ -209,8 +209,11 @@ def test_diffusion_checks_need_more_than_a_falling_loss():
   assert not gm.check_diffusion(collapsed, 10.0, False, full)
   one_class = {"confident_fraction": 0.95, "class_fractions": [0.91] + [0.01] * 9}  # confident, but one digit
   assert not gm.check_diffusion(one_class, 10.0, False, full)
-  good = {"confident_fraction": 0.85, "class_fractions": [0.1] * 10}
+  good = {"confident_fraction": 0.95, "class_fractions": [0.1] * 10}
   assert gm.check_diffusion(good, 10.0, False, full)
+  assert not gm.check_diffusion({**good, "confident_fraction": 0.90}, 10.0, False, full)          # the bar is 92 %
+  assert not gm.check_diffusion({**good, "class_fractions": [0.135] + [0.865 / 9] * 9}, 10.0, False, full)   # 7-13 %
+  assert not gm.check_diffusion({**good, "per_class_accuracy": [1.0] * 9 + [0.97]}, 10.0, True, full)  # worst >= 98 %
   for bad in (collapsed, {**one_class, "class_fractions": [0.5, 0.5] + [0.0] * 8}):       # the default setting too
     assert not gm.check_diffusion(bad, 10.0, False, default)
   measured = {"confident_fraction": 0.62, "class_fractions": [.11, .09, .06, .18, .07, .03, .04, .10, .16, .16]}   # the default run's
@@ -219,6 +222,13 @@ def test_diffusion_checks_need_more_than_a_falling_loss():
   ignores_class = {**good, "per_class_accuracy": [1.0] + [0.0] * 9}                  # --cond that ignores the class
   assert not gm.check_diffusion(ignores_class, 10.0, True, default) and not gm.check_diffusion(ignores_class, 10.0, True, full)
   assert gm.check_diffusion({**good, "per_class_accuracy": [0.3] * 10}, 10.0, True, default)
+
+
+def test_loss_drop_compares_the_start_of_a_long_run_with_its_end():
+  # a long run is converged long before its first 5 %: the first window stops at 50 steps
+  losses = [1.0] * 50 + [0.05] * 5950
+  assert gm.loss_drop(losses) == pytest.approx(20.0)     # over its first 300 steps it would score 4.2
+  assert gm.loss_drop([1.0, 0.5] * 10) == pytest.approx(1.0 / 0.75)     # a short run: its first step over its last two
 
 
 def test_a_diverging_loss_stops_with_one_line():
