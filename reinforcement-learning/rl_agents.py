@@ -358,10 +358,12 @@ class Reinforce:
 
   def update(self) -> Tensor:
     mask = self.mask_buf                                                    # (T, N); r_t = 1 while alive
-    returns = self.discounted_returns(mask)
+    # each statistic is stored before its use: left lazy, every one of the T·N outputs of G-hat would re-sum
+    # std's T·N terms, each of which re-sums mean's (a 10^9-term kernel at T = 500)
+    returns = self.discounted_returns(mask).contiguous()
     count = mask.sum()
-    mean = (returns * mask).sum() / count
-    std = (((returns - mean) ** 2 * mask).sum() / count).sqrt()
+    mean = ((returns * mask).sum() / count).contiguous()
+    std = ((((returns - mean) ** 2 * mask).sum() / count).sqrt()).contiguous()
     g_hat = ((returns - mean) / (std + 1e-8)).detach()
     hidden = self.obs_buf.sequential(self.trunk)                            # (T, N, H)
     log_probs = self.policy_head(hidden).log_softmax(-1)                    # (T, N, 2)
