@@ -48,7 +48,9 @@ NO_COMPILE = {"vgg"}          # style-transfer/torch_reference.py times eager st
 
 
 def run_side(cmd: list[str], json_path: Path, timeout: float) -> tuple[list[dict], str]:
-  """Run one side; (its records, "" or the one-line reason it gave none)."""
+  """Run one side; (its records, "" or the one-line reason it gave none). Under BEAM the side's own summary
+  line ("BEAM searched N kernels in S s ..." or "BEAM from cache (N kernels)") is printed, so a figure says
+  what its search cost."""
   try:
     r = subprocess.run([sys.executable, *cmd, "--json", str(json_path)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
   except subprocess.TimeoutExpired:
@@ -56,6 +58,8 @@ def run_side(cmd: list[str], json_path: Path, timeout: float) -> tuple[list[dict
   if r.returncode != 0:
     lines = [ln for ln in (r.stderr or r.stdout).strip().splitlines() if ln.strip()]
     return [], (lines[-1] if lines else f"exit status {r.returncode}")[:160]
+  for line in (r.stderr or "").splitlines():
+    if line.startswith("BEAM searched") or line.startswith("BEAM from cache"): print(f"  {cmd[0]}: {line.strip()}", flush=True)
   return json.loads(json_path.read_text())["records"], ""
 
 
