@@ -100,6 +100,7 @@ def main() -> int:
                  device=t_rec and t_rec["device"], torch_device=e_rec and e_rec["device"], jitbeam=beam,
                  why=tg_why or pt_why or ("" if t_rec and e_rec else "case missing from a side's records"))
       row["ratio_eager"] = row["tinygrad_ms"] / row["torch_eager_ms"] if t_rec and e_rec else None
+      row["beam_search"] = t_rec and t_rec.get("beam_search")          # what the side's search did by the end of this case
       rows.append(row)
       print(f"{row['step']}: {fmt_ms(row['tinygrad_ms'])} vs {fmt_ms(row['torch_eager_ms'])} ({time.perf_counter() - t0:.0f} s)", flush=True)
   precision = "mixed fp16" if args.half else "fp32"
