@@ -85,6 +85,12 @@ def _env_int(name: str) -> int:
   except ValueError: return 0
 
 
+def _allow_tf32() -> int:
+  """tinygrad's ALLOW_TF32 now: the environment's value, or a `with Context(ALLOW_TF32=...)` around the timed case."""
+  from tinygrad.helpers import ALLOW_TF32
+  return int(ALLOW_TF32.value)
+
+
 @dataclass
 class Bench:
   """Collects cases for one project on one device and prints/writes them."""
@@ -111,7 +117,7 @@ class Bench:
     else:
       metric, value, unit = "latency", med * 1e3, "ms"
     rec: dict[str, Any] = {"project": self.project, "case": case, **self._device_fields(),
-                           "beam": _env_int("BEAM"), "jitbeam": _env_int("JITBEAM"), "allow_tf32": _env_int("ALLOW_TF32"),
+                           "beam": _env_int("BEAM"), "jitbeam": _env_int("JITBEAM"), "allow_tf32": _allow_tf32(),
                            "metric": metric, "value": value, "unit": unit,
                            "median_ms": med * 1e3, "p10_ms": timing.pct(10) * 1e3, "p90_ms": timing.pct(90) * 1e3,
                            "p99_ms": timing.pct(99) * 1e3, "samples_ms": [s * 1e3 for s in timing.samples_s],

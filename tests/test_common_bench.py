@@ -60,6 +60,15 @@ def test_record_fields_and_throughput():
   assert "| case a |" in markdown_table(bench.records) and "clips/s" in markdown_table(bench.records)
 
 
+def test_record_says_whether_tf32_was_allowed_where_it_was_timed():
+  # the model zoo times its TF32 cases inside Context(ALLOW_TF32=1), not with the variable set
+  from tinygrad.helpers import Context
+  bench = Bench("unit", device="FAKE", renderer="FakeRenderer")
+  t = Timing(warmup_s=[0.5], samples_s=[0.002])
+  with Context(ALLOW_TF32=1): tf32 = bench.add("tf32 case", t)
+  assert tf32["allow_tf32"] == 1 and bench.add("fp32 case", t)["allow_tf32"] == 0
+
+
 def test_json_roundtrip_validates(tmp_path):
   bench = Bench("unit", device="FAKE", renderer="FakeRenderer")
   bench.add("x", Timing([0.1], [0.001, 0.002]), rate=(1, "it/s"))
