@@ -44,3 +44,13 @@ def test_profile_accounts_for_every_kernel_of_a_conv_step():
 ])
 def test_profile_script_refuses_flags_that_do_not_go_together(args, fragment):
   bad_input("scripts/profile_step.py", *args, fragments=(fragment,))
+
+
+def test_gemm_probe_times_one_product_and_lists_its_opts():
+  from conftest import run_py
+  r = run_py("scripts/gemm_bench.py", "32", "16", "64", "--iters", "3")
+  assert r.returncode == 0, r.stderr[-2000:]
+  head, *opts = r.stdout.strip().splitlines()
+  assert head.startswith("32x16x64 fp32 on CPU: median ") and head.endswith(" TFLOP/s")
+  assert opts and all(line.startswith("  kernel opts: ") for line in opts)
+  bad_input("scripts/gemm_bench.py", "0", "16", "64", fragments=("argument m",))
