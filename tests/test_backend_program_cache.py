@@ -74,6 +74,10 @@ def test_key_follows_what_changes_a_program(monkeypatch):
   monkeypatch.delenv("MV_BLOCKSIZE")
   monkeypatch.setenv("DEBUG", "2")                                           # printing does not change a program
   assert pc.disk_key(key, ren) == base
+  with Context(DEV=["CPU"]): assert pc.disk_key(key, ren) == base            # nor the default device: the renderer says which
+  from tinygrad.helpers import ContextVar
+  if "PC_TEST_RUNTIME_ONLY" not in ContextVar._cache: ContextVar("PC_TEST_RUNTIME_ONLY", 1)   # like ops_amd's SQTT: not every process has it
+  assert pc.disk_key(key, ren) == base
 
 
 @pytest.mark.parametrize("beam, cachekey, storable", [(0, "compile_clang_jit", True), (2, "compile_clang_jit", False), (0, None, False)])

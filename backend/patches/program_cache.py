@@ -15,8 +15,9 @@ ContextVars tinygrad lists as changing programs) extended with everything else t
     `backend/patches/*.py`; which of those patches are installed, and which function is tinygrad's heuristic now
     (so an edited tinygrad or a monkeypatched heuristic gets its own entries);
   - the value of every environment variable those sources read by name (`getenv("X")`, `ContextVar("X")`,
-    `environ.get("X")`), when set, and every ContextVar's value now but DEBUG's and PARALLEL's (so a
-    `with Context(...)` block has its own entries).
+    `environ.get("X")`), when set, and the value now of every ContextVar those sources name, but DEBUG's, PARALLEL's and
+    DEV's (so a `with Context(...)` block has its own entries; a runtime module's own ContextVars, which exist only in a
+    process that imported it, are left out, so a test process and the scripts it runs share entries).
 A key that changes where it need not only costs a miss. Not stored: kernels that BEAM searches (KernelInfo.beam > 0;
 BEAM keeps its own cache of the options it found, and a budgeted search, common.beam, leaves kernels it did not
 reach for a later search to find); kernels whose compiler keeps no disk cache either (tinygrad's `CCACHE=0`, the
@@ -32,7 +33,10 @@ from pathlib import Path
 TABLE = "lowered_program"
 _state: dict = {"orig": None, "enabled": False, "hits": 0, "stored": 0}
 ENV_NAME = re.compile(r"""(?:getenv|ContextVar|environ\.get)\(\s*["']([A-Z][A-Z0-9_]*)["']""")
-NOT_KEYED = {"DEBUG", "PARALLEL", "PROGRAM_CACHE"}   # printing and the size of the compile pool do not change a program
+# printing, the size of the compile pool and the default device do not change a program (the renderer and its target,
+# part of the key, say which device it is for): DEV is a list once a process has opened devices, empty in a fresh
+# one, and keying on it kept a test process from finding what the scripts it ran had lowered
+NOT_KEYED = {"DEBUG", "PARALLEL", "PROGRAM_CACHE", "DEV"}
 
 
 def _hook(linear):
@@ -90,7 +94,10 @@ def disk_key(program_key: tuple, renderer) -> str:
   from tinygrad.helpers import ContextVar
   src = inspect.getsourcefile(type(renderer)) or ""
   env = tuple((n, os.environ[n]) for n in _env_names() if n in os.environ)
-  ctx = tuple(sorted((k, repr(v.value)) for k, v in ContextVar._cache.items() if k not in NOT_KEYED))
+  # only the ContextVars the lowering sources name: which others exist depends on what a process imported (a runtime
+  # module's own ContextVars), and keying on them kept processes from sharing entries
+  names = set(_env_names())
+  ctx = tuple(sorted((k, repr(v.value)) for k, v in ContextVar._cache.items() if k in names))
   ast_key, ren_type, *rest = program_key
   parts = (ast_key.hex() if isinstance(ast_key, bytes) else repr(ast_key), f"{ren_type.__module__}.{ren_type.__qualname__}",
            repr(rest), _file_hash(src), _static_part(), _installed_patches(), repr(env), repr(ctx))
