@@ -55,16 +55,14 @@ def png_claiming(path, width, height):
 # The order of the suite. pytest-xdist's worksteal scheduler hands the first half of this list to one worker and the
 # second half to the other, each run in order (an idle worker later steals from the end of the other's queue). Tests
 # that build the same kernels share them through the program cache (backend/patches/program_cache.py, in CACHEDB)
-# when one starts after the other has finished, so each lane starts with a long test and goes on with the tests that
-# reuse its kernels (ResNet-18's numpy check after the zoo bench: 5.2 s instead of 11-14 s, on 2 cores). The lanes
-# head the two halves; every other test fills them, slow ones first, dealt in turn to keep the halves even.
+# when one starts after the other has finished: ResNet-18's numpy check after the zoo bench took 4.6 s in a fresh-clone
+# run against 12.8 s before it. Each lane heads one half: the suite's long tests (minutes each on 2 cores) first, then
+# the tests that reuse their kernels; every other test fills the halves, slow ones first, dealt in turn.
 LANES = (
-  ("test_generative.py::test_quick_run_passes", "test_generative.py::test_documented_autoencoder_train_steps",
-   "test_generative.py::test_checkpoints_from_elsewhere"),
+  ("test_generative.py::test_quick_run_passes",),
   ("test_edge_model_zoo.py::test_quick_bench_json", "test_edge_model_zoo.py::test_model_matches_numpy",
-   "test_edge_model_zoo.py::test_big_model_matches_numpy", "test_edge_model_zoo.py::test_small_bench_json",
-   "test_edge_deploy.py::test_quick_demo_passes", "test_edge_deploy.py::test_quantize_runs_alone",
-   "test_edge_deploy.py::test_bench_json_validates", "test_backend_fake_project.py::test_reinforce_quick_run"),
+   "test_edge_model_zoo.py::test_big_model_matches_numpy", "test_backend_fake_project.py::test_reinforce_quick_run",
+   "test_edge_deploy.py::test_quick_demo_passes"),
 )
 
 
