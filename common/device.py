@@ -25,6 +25,9 @@ def open_device():
   except Exception as e:
     msg = " ".join(str(e).split()) or type(e).__name__
     if isinstance(e, BaseExceptionGroup): msg = "; ".join(" ".join(str(x).split()) for x in e.exceptions)
+    if Device.DEFAULT == "NV" and not str(e).strip():   # tinygrad's NV gives a bare exception when it knows no GPU here
+      msg += (" (tinygrad's NV found no GPU it drives: on a Jetson, python3 -m backend.selftest says why the Tegra backend did"
+              " not load; a desktop GPU newer than tinygrad 0.14's NV interface, such as Hopper, runs with DEV=CUDA)")
     raise UserError(f"cannot open device {os.environ.get('DEV') or 'auto'}: {msg[:300]}")
 
 

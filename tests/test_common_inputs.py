@@ -126,6 +126,18 @@ def test_missing_device_is_one_line_before_the_work():
   assert "worked" not in r.stdout
 
 
+def test_an_nv_device_tinygrad_cannot_drive_names_the_way_out(monkeypatch):
+  # on an H200, tinygrad 0.14's NV raises a bare StopIteration: the line says what to do instead of just that
+  import common.device as cd
+  class NoGPU:
+    DEFAULT = "NV"
+    def __getitem__(self, name): raise StopIteration
+  monkeypatch.setattr("tinygrad.Device", NoGPU())          # open_device imports Device when called
+  with pytest.raises(UserError) as e: cd.open_device()
+  assert "StopIteration" in str(e.value) and "DEV=CUDA" in str(e.value) and "backend.selftest" in str(e.value)
+  assert "\n" not in str(e.value)
+
+
 # ---- images -----------------------------------------------------------------------------------
 
 def test_decompression_bomb_is_one_line_naming_the_size(tmp_path):
