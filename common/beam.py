@@ -52,6 +52,7 @@ class SearchState:
   bar: Any = None
   deadline: float | None = None        # perf_counter() at which the current kernel's search must stop
   installed: bool = False
+  shown: str | None = None             # the summary a bench table already printed: the exit line does not repeat it
   events: list[str] = field(default_factory=list)
   kernels: list[tuple[str, str, str, float, float]] = field(default_factory=list)   # name, heuristic opts, BEAM opts, seconds, seconds
 
@@ -207,7 +208,7 @@ def _advance() -> None:
 
 
 def _report() -> None:
-  if STATE.searched or STATE.cached or STATE.heuristic: print(STATE.summary(), file=sys.stderr, flush=True)
+  if (STATE.searched or STATE.cached or STATE.heuristic) and STATE.summary() != STATE.shown: print(STATE.summary(), file=sys.stderr, flush=True)
   if os.environ.get("BEAM_REPORT") and STATE.kernels: print(kernel_report(), file=sys.stderr, flush=True)
 
 

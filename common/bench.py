@@ -139,7 +139,10 @@ class Bench:
     beam = f"BEAM={_env_int('BEAM')} JITBEAM={_env_int('JITBEAM')}"
     print(f"\n### {title or self.project} on {dev} ({self.records[0]['renderer'] if self.records else ''}, {beam})\n")
     print(self.table())
-    if (search := beam_summary()) is not None: print(f"\n{search}")
+    if (search := beam_summary()) is not None:
+      from common import beam
+      print(f"\n{search}")
+      beam.STATE.shown = search
 
   def write_json(self, path: str | os.PathLike | None) -> None:
     """Write the records (atomically) and say where; no path, nothing written."""

@@ -53,6 +53,12 @@ def test_export_wipe_import_finds_every_kernel_in_the_cache(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_bench_table_and_the_exit_give_the_search_line_once(tmp_path):
+  _, (searched, _, _, _), out = job(tmp_path, JITBEAM="1", BEAM_MIN_PROGRESS="1e9", BEAMJOB_TABLE="1")
+  assert searched >= 1 and out.count(f"BEAM searched {searched} kernels") == 1, out[-2000:]
+
+
+@pytest.mark.slow
 def test_tf32_search_is_kept_apart_from_fp32_runs(tmp_path):
   fast = {"JITBEAM": "1", "BEAM_MIN_PROGRESS": "1e9"}
   tf32_result, (searched, _, _, _), _ = job(tmp_path, ALLOW_TF32="1", **fast)
