@@ -449,7 +449,10 @@ def test_quick_changes_defaults_only():
   assert (typed.size, typed.max_disp, typed.repeat) == ([(100, 80)], 24, 2)
   assert dm.parse_args(["--quick", "--bench", "--disparities", "32"], dm.__doc__, d).disparities == [32]
   assert dm.parse_args([], dm.__doc__, d).max_disp == d.max_disp == 64
-  import torch_reference
+  import importlib.util      # by path: several projects have a torch_reference.py, and another may be imported already
+  spec = importlib.util.spec_from_file_location("stereo_torch_reference", ROOT / TORCH_REF)
+  torch_reference = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(torch_reference)
   old_argv = sys.argv
   assert torch_reference.parse_args(["--quick", "--size", "80x60"]).size == [(80, 60)]      # --quick used to override --size
   assert sys.argv is old_argv
