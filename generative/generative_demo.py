@@ -373,7 +373,8 @@ def run_bench(args) -> int:
   bench = Bench(PROJECT)
   seed_all(args.seed)
   rng = np.random.default_rng(args.seed)
-  batch_sizes = [args.batch] if "batch" in args.given else [32] if args.quick else [32, 128]   # --batch B: that size only
+  # --batch B: that size only; --quick: its batch, 16, the demo's, whose sampling kernels the program cache may hold
+  batch_sizes = [args.batch] if "batch" in args.given or args.quick else [32, 128]
   iters = dict(warmup=3, iters=5 if args.quick else 20, max_seconds=5 if args.quick else 30)
   if args.model in ("autoencoder", "all"): bench_autoencoder(bench, AEConfig(3, 32, args.latent, args.lr, half=args.half), batch_sizes, rng, iters)
   if args.model in ("diffusion", "all"):

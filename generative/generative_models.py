@@ -74,7 +74,7 @@ RUN (writes to out/generative/): on a Jetson `NV=1 python3 generative/generative
   --schedule linear|cosine, --ddim-steps N, --ema D, --width C, --latent L, --size 28|32
   --bench                 times AE and DDPM train steps (batch 32/128, or --batch B alone), U-Net forward, sampling steps
                           (--model autoencoder / diffusion: only those cases; --full: the width-64 U-Net;
-                          --quick: batch 32, width 8, no DDPM train step)
+                          --quick: batch 16, width 8, no DDPM train step)
   --save PATH / --load PATH   all trained models in one .safetensors; --load evaluates them without training
   --json PATH             the timing records (common.bench schema): --bench's cases, or the demo's train steps
   JITBEAM=2               lets tinygrad search kernel schedules for the JIT'd steps (slow first call, faster after)

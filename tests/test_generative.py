@@ -468,9 +468,9 @@ def test_documented_autoencoder_train_steps(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model, cases", [
-  ("autoencoder", {"AE train step b=32 3x32x32"}),
+  ("autoencoder", {"AE train step b=16 3x32x32"}),
   # --quick times every DDPM case but the train step (over a minute of compiling on a 2-core CPU; the --quick run trains it)
-  ("diffusion", {"U-Net forward b=32", "ancestral step b=32", "DDIM step b=32"}),
+  ("diffusion", {"U-Net forward b=16", "ancestral step b=16", "DDIM step b=16"}),
 ])
 def test_documented_bench_commands(tmp_path, model, cases):
   from common.bench import validate
