@@ -167,12 +167,14 @@ def test_gemm_form_and_its_gradients_match_numpy(stride, padding, split):
   np.testing.assert_allclose(gb.numpy(), ngb, rtol=1e-4, atol=1e-4)
 
 
-def test_gemm_split_leaves_few_outputs_to_the_heuristic_and_divides_the_rows():
+def test_gemm_split_leaves_few_outputs_to_a_gpus_heuristic_and_divides_the_rows():
   from common.conv import gemm_split
-  assert gemm_split(128 * 28 * 28, 9 * 64) == 1                      # 576 outputs: the heuristic splits them itself
-  assert gemm_split(128 * 14 * 14, 1152 * 128) == 32
-  assert gemm_split(6 * 7 * 5, 10 ** 5) == 1                          # 210 rows: no two pieces of >= 128 rows
-  assert gemm_split(4096, 10 ** 6) == 32 and gemm_split(7 * 128, 10 ** 6) == 7
+  assert gemm_split(128 * 28 * 28, 9 * 64, "CUDA") == 1 == gemm_split(128 * 28 * 28, 9 * 64, "NV")   # 576 outputs: GROUPTOP splits them
+  assert gemm_split(128 * 28 * 28, 9 * 64, "CPU") == 32               # a CPU has no GROUPTOP
+  for dev in ("CUDA", "CPU"):
+    assert gemm_split(128 * 14 * 14, 1152 * 128, dev) == 32
+    assert gemm_split(6 * 7 * 5, 10 ** 5, dev) == 1                   # 210 rows: no two pieces of >= 128 rows
+    assert gemm_split(4096, 10 ** 6, dev) == 32 and gemm_split(7 * 128, 10 ** 6, dev) == 7
 
 
 # The convolutions that stay tinygrad's conv2d on purpose, and why:
