@@ -15,8 +15,10 @@ os.environ.setdefault("PARALLEL", "0")
 def _unoptimized_kernels(request):
   """Tests in this process compile tinygrad's kernels without its optimizations (NOOPT=1): the same sums in the same
   dtypes, and about 40 % less compile time on the 2-core CPU (the style-transfer gradient and conv tests: 107 s ->
-  61 s). A test marked `opts` keeps them: the tests of our heuristic patches and of what they render. Every script a
-  test starts runs as a user runs it, with the optimizations (the setting lives in this process, not in the environment)."""
+  61 s). A test marked `opts` keeps them: one that checks what they do through tinygrad's normal lowering, or one
+  whose kernels a script run already put in the program cache (the zoo's numpy checks after the zoo bench). The
+  heuristic patches' tests call the heuristic themselves or run in a subprocess. Every script a test starts runs as
+  a user runs it, with the optimizations (the setting lives in this process, not in the environment)."""
   if request.node.get_closest_marker("opts"):
     yield
     return
