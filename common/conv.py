@@ -100,9 +100,10 @@ def gemm_split(rows: int, outputs: int, device: str | None = None) -> int:
   over `rows` = B·Ho·Wo. On a GPU, up to 2,048 outputs tinygrad's heuristic already splits the sum itself (GROUPTOP),
   and a split of ours only gets in its way (1 -> 8 pieces: 0.29 -> 2.05 ms on the U-Net's input layer); above
   that, 32 pieces of >= 128 rows each were the fastest of 1, 8 and 32, or within 4 % of it, on every 3×3 layer
-  we timed (H200). A CPU has no GROUPTOP: there every layer is split, and the 32→3 upsampled last layer of the
-  autoencoder at batch 16 (864 outputs, sums of 16,384 rows) took 13.2 ms forward + weight gradient in 32 pieces
-  against 60.3 ms in one (2-core CPU)."""
+  we timed (H200). A CPU has no GROUPTOP: there every layer is split. Unsplit, the autoencoder's 32→3 upsampled
+  last layer (864 outputs, sums of 16,384 rows at batch 16) was the step's slowest kernel at 2 GFLOP/s; split, the
+  whole step took 181.6 ms against 213.2 at batch 16 and 1145.7 against 1657.5 ms at batch 128 (2-core CPU,
+  `python3 scripts/profile_step.py --step ae --batch B --time N`)."""
   from tinygrad import Device
   if outputs <= 2048 and not _is_cpu(device or Device.DEFAULT): return 1
   for s in range(32, 1, -1):
