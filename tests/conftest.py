@@ -12,13 +12,17 @@ os.environ.setdefault("PARALLEL", "0")
 
 
 @pytest.fixture(autouse=True)
-def _unoptimized_kernels(request):
+def _unoptimized_kernels(request, monkeypatch):
   """Tests in this process compile tinygrad's kernels without its optimizations (NOOPT=1): the same sums in the same
   dtypes, and about 40 % less compile time on the 2-core CPU (the style-transfer gradient and conv tests: 107 s ->
-  61 s). A test marked `opts` keeps them: one that checks what they do through tinygrad's normal lowering, or one
-  whose kernels a script run already put in the program cache (the zoo's numpy checks after the zoo bench). The
+  61 s). A test marked `opts` keeps them: one that checks what they do through tinygrad's normal lowering. The
   heuristic patches' tests call the heuristic themselves or run in a subprocess. Every script a test starts runs as
-  a user runs it, with the optimizations (the setting lives in this process, not in the environment)."""
+  a user runs it, with the optimizations (the setting lives in this process, not in the environment), unless the test
+  is marked `noopt`: a script run that compiles far more than it computes, whose records or checks the test reads,
+  not its speed (the benches' --quick runs, the generative --quick demo: 280 s -> 234 s in a fresh-clone run). Its
+  environment gets NOOPT=1. A training run that computes for long keeps the optimizations: measured with NOOPT=1
+  for every script, the RL, audio and edge demos ran 10-30 s slower each."""
+  if request.node.get_closest_marker("noopt"): monkeypatch.setenv("NOOPT", "1")
   if request.node.get_closest_marker("opts"):
     yield
     return

@@ -463,6 +463,7 @@ def test_documented_file_command_uses_the_model_under_out(quick_run, tmp_path):
   assert r.returncode == 2 and len(lines) == 1 and "does not exist: run `python3 audio-ml/audio_classify.py --out" in lines[0], r.stderr
 
 
+@pytest.mark.noopt
 @pytest.mark.slow
 def test_documented_bench_command(tmp_path):
   """`python3 audio-ml/audio_classify.py --bench` (with --quick): a table, and --json that validates."""

@@ -395,6 +395,7 @@ def test_quick_demo_passes_its_checks(tmp_path):
   assert load_checkpoint(tmp_path / "cnn.safetensors", script=quantize.SCRIPT, model=quantize.MODEL)[1]["steps"] == 120
 
 
+@pytest.mark.noopt
 @pytest.mark.slow
 def test_bench_json_validates(tmp_path):
   dest = tmp_path / "bench.json"

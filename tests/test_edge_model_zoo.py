@@ -132,16 +132,15 @@ def compare_model(name, size, seed=1):
   np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
-# `opts`: the forwards at 32 px and batch 1 are the zoo quick bench's, whose kernels the program cache then holds (the
-# suite's lanes run them after it); VGG-16 at 40 px shares none and compiles faster without optimizations
-@pytest.mark.opts
+# the forwards at 32 px and batch 1 are the zoo quick bench's (compiled with NOOPT=1, as this process compiles), whose
+# kernels the program cache then holds: the suite's lanes run these after it
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
 def test_model_matches_numpy(name):
   compare_model(name, 32)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [pytest.param("resnet50", marks=pytest.mark.opts), pytest.param("efficientnet_b0", marks=pytest.mark.opts), "vgg16"])
+@pytest.mark.parametrize("name", ["resnet50", "efficientnet_b0", "vgg16"])
 def test_big_model_matches_numpy(name):
   compare_model(name, 32 if name != "vgg16" else 40)        # 40 px: VGG's last map is 1x1, pooled up to 7x7
 
@@ -289,6 +288,7 @@ def test_bad_input_is_one_line(resnet18_file, tmp_path):
     bad_input(str(ROOT / "edge-deploy" / "zoo_torch_reference.py"), "--quick", fragments=("PyTorch and torchvision are not installed",))
 
 
+@pytest.mark.noopt
 @pytest.mark.slow
 def test_weights_and_image_print_top5(resnet18_file, tmp_path):
   from PIL import Image
@@ -299,6 +299,7 @@ def test_weights_and_image_print_top5(resnet18_file, tmp_path):
   assert r.stdout.count(" %  ") == 5 and "(class " in r.stdout
 
 
+@pytest.mark.noopt
 @pytest.mark.slow
 def test_quick_bench_json_validates(tmp_path):
   from common.bench import validate
@@ -312,6 +313,7 @@ def test_quick_bench_json_validates(tmp_path):
   for rec in recs: assert rec["kernels"] > 10 and rec["gflop"] > 0 and rec["mem_bytes"] > 0 and rec["planned_bytes"] > 0
 
 
+@pytest.mark.noopt
 def test_small_bench_json_validates(tmp_path):
   from common.bench import validate
   r = run_py(SCRIPT, "--bench", "--quick", "--model", "resnet18", "--precisions", "fp32", "--size", "32", "--batch", "2",

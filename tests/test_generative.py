@@ -436,6 +436,7 @@ def doc_outputs() -> set[str]:
   return set(re.findall(r"[a-z_]+\.(?:png|json)", text))
 
 
+@pytest.mark.noopt
 @pytest.mark.slow
 def test_quick_run_passes_its_checks_and_writes_what_the_docstring_lists(tmp_path):
   from common.bench import validate
@@ -472,6 +473,7 @@ def test_documented_autoencoder_train_steps(tmp_path):
   # --quick times every DDPM case but the train step (over a minute of compiling on a 2-core CPU; the --quick run trains it)
   ("diffusion", {"U-Net forward b=16", "ancestral step b=16", "DDIM step b=16"}),
 ])
+@pytest.mark.noopt
 def test_documented_bench_commands(tmp_path, model, cases):
   from common.bench import validate
   r = run_script("--model", model, "--bench", "--quick", "--json", tmp_path / "b.json")

@@ -222,6 +222,7 @@ def test_live_loop_stops_cleanly_on_sigint(tmp_path):
   assert frames == len(recs)                                     # the video was closed properly and renamed into place
 
 
+@pytest.mark.noopt
 @pytest.mark.slow
 def test_live_bench_quick_json(tmp_path):
   from common.bench import validate

@@ -505,6 +505,7 @@ def test_load_continues_from_the_saved_image_and_save_writes_again(quick_run, in
   assert st.load_start_image(str(tmp_path / "next.safetensors"), (48, 48)).shape == (48, 48, 3)
 
 
+@pytest.mark.noopt
 @pytest.mark.slow
 def test_bench_quick_json_validates(quick_run, tmp_path):
   """--bench --quick at the size of the run above (48 px), so its Adam step reuses that step's kernels."""
