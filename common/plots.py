@@ -9,17 +9,23 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
-matplotlib.use("Agg")      # before pyplot: scripts run on headless Jetsons and CI
-import matplotlib.pyplot as plt
 import numpy as np
 
 from common.files import atomic_path
 
 
+def pyplot():
+  """matplotlib.pyplot on the Agg backend (no display needed: scripts run on headless Jetsons and CI), imported at the
+  first plot, so a run that only refuses its input or times a benchmark does not pay for it (about 0.3 s)."""
+  import matplotlib
+  matplotlib.use("Agg")    # before pyplot's first import
+  import matplotlib.pyplot as plt
+  return plt
+
+
 def figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] | None = None, **kwargs):
   size = size or (4.2 * ncols, 3.4 * nrows)
-  return plt.subplots(nrows, ncols, figsize=size, **kwargs)
+  return pyplot().subplots(nrows, ncols, figsize=size, **kwargs)
 
 
 def save_figure(fig, dest: str | os.PathLike, dpi: int = 110) -> Path:
@@ -27,7 +33,7 @@ def save_figure(fig, dest: str | os.PathLike, dpi: int = 110) -> Path:
   fig.tight_layout()
   with atomic_path(dest) as tmp:
     fig.savefig(tmp, format=fmt, dpi=dpi)
-  plt.close(fig)
+  pyplot().close(fig)
   return Path(dest)
 
 
