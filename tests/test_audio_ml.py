@@ -402,6 +402,7 @@ def test_checkpoint_metadata_problems_are_one_line(capsys, tmp_path):
   refused(capsys, "--load", tmp_path / "gen.safetensors", "--file", wav, fragments=("written by generative/generative_models.py",))
 
 
+@pytest.mark.noopt
 @pytest.mark.slow
 def test_untrained_model_fails_the_check(tmp_path, tiny_checkpoint):
   """The success check is one a broken model fails: untrained weights score near chance, exit 1."""
@@ -444,6 +445,7 @@ def test_quick_run_trains_passes_and_saves_under_out(quick_run):
   assert len(records[0]["samples_ms"]) == 98 and len(records[0]["warmup_ms"]) == 2
 
 
+@pytest.mark.noopt
 @pytest.mark.slow
 def test_documented_file_command_uses_the_model_under_out(quick_run, tmp_path):
   """`--file recording.wav` without --load: the model the default run saved under --out, said in one line."""

@@ -436,7 +436,6 @@ def doc_outputs() -> set[str]:
   return set(re.findall(r"[a-z_]+\.(?:png|json)", text))
 
 
-@pytest.mark.noopt
 @pytest.mark.slow
 def test_quick_run_passes_its_checks_and_writes_what_the_docstring_lists(tmp_path):
   from common.bench import validate

@@ -367,7 +367,6 @@ def test_documented_reinforce_command(tmp_path):
   assert rec["eval_mean"] >= 100 and rec["episodes"] <= 500 and "PASS: reinforce mean greedy return" in r.stdout, rec
 
 
-@pytest.mark.noopt
 @pytest.mark.slow
 def test_documented_bench_command_quick_json(tmp_path):
   out = tmp_path / "bench.json"

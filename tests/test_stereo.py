@@ -504,7 +504,6 @@ def test_demo_on_files_with_16_bit_images_and_calibration(tmp_path, capsys):
   assert json.loads((tmp_path / "o" / "summary.json").read_text())["evaluation"]["bad1.0_pct"] < 14
 
 
-@pytest.mark.noopt
 @pytest.mark.slow
 def test_bench_quick_json_validates(tmp_path):
   from common.bench import validate
