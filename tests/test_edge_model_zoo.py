@@ -132,15 +132,17 @@ def compare_model(name, size, seed=1):
   np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
-# the forwards at 32 px and batch 1 are the zoo quick bench's (compiled with NOOPT=1, as this process compiles), whose
-# kernels the program cache then holds: the suite's lanes run these after it
+# the forwards at 32 px and batch 1 are the zoo quick bench's, whose kernels the program cache then holds (the suite's
+# lanes run these after it); `noopt` puts NOOPT=1 in this process's environment as in the bench's, so the keys match
+@pytest.mark.noopt
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
 def test_model_matches_numpy(name):
   compare_model(name, 32)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet50", "efficientnet_b0", "vgg16"])
+@pytest.mark.parametrize("name", [pytest.param("resnet50", marks=pytest.mark.noopt), pytest.param("efficientnet_b0", marks=pytest.mark.noopt),
+                                  "vgg16"])
 def test_big_model_matches_numpy(name):
   compare_model(name, 32 if name != "vgg16" else 40)        # 40 px: VGG's last map is 1x1, pooled up to 7x7
 
