@@ -19,9 +19,10 @@ def _unoptimized_kernels(request, monkeypatch):
   heuristic patches' tests call the heuristic themselves or run in a subprocess. Every script a test starts runs as
   a user runs it, with the optimizations (the setting lives in this process, not in the environment), unless the test
   is marked `noopt`: a script run that compiles far more than it computes, whose records or checks the test reads,
-  not its speed. Its environment gets NOOPT=1. Chosen by measurement (fresh-clone runs): the zoo's quick bench
-  79 s -> 59 s, the audio bench 28 s -> 13 s, the autoencoder bench 30 s -> 19 s. A run that computes for long keeps
-  the optimizations (with NOOPT=1 for every script, the RL, audio and edge demos ran 10-30 s slower each), and so
+  not its speed. Its environment gets NOOPT=1, which is part of the program cache's keys: a test that reuses such a
+  run's kernels carries the marker too (the zoo's numpy checks). Chosen by measurement (fresh-clone runs): the zoo's
+  quick bench 79 s -> 59 s, the audio bench 28 s -> 13 s, the autoencoder bench 30 s -> 19 s. A run that computes for
+  long keeps the optimizations (with NOOPT=1 for every script, the RL, audio and edge demos ran 10-30 s slower each), and so
   does one whose kernels a later test takes from the program cache (the generative --quick demo: 46 s saved there
   cost 44 s in the autoencoder run after it)."""
   if request.node.get_closest_marker("noopt"): monkeypatch.setenv("NOOPT", "1")
