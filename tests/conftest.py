@@ -81,8 +81,7 @@ def png_claiming(path, width, height):
 # run against 12.8 s before it. Each lane heads one half: the suite's long tests (minutes each on 2 cores) first, then
 # the tests that reuse their kernels; every other test fills the halves, slow ones first, dealt in turn.
 LANES = (
-  ("test_generative.py::test_quick_run_passes", "test_generative.py::test_documented_bench_commands",
-   "test_generative.py::test_documented_autoencoder_train_steps"),
+  ("test_generative.py::test_quick_run_passes", "test_generative.py::test_documented_autoencoder_train_steps"),
   ("test_edge_model_zoo.py::test_quick_bench_json", "test_edge_model_zoo.py::test_model_matches_numpy",
    "test_edge_model_zoo.py::test_big_model_matches_numpy", "test_backend_fake_project.py::test_reinforce_quick_run",
    "test_edge_deploy.py::test_quick_demo_passes", "test_edge_deploy.py::test_quantize_runs_alone",      # the demo's CNN is the teacher
