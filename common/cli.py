@@ -11,8 +11,8 @@ The rules, once for every script:
     written" means). A write that still fails later is one line naming the file and the errno.
   - Number flags are finite (`finite_float` and friends refuse nan and inf).
   - `--quick` / `--full` change defaults only (`ArgumentParser.preset`): a flag the user typed wins.
-  - `run_main` opens the device first and turns UserError, out-of-memory, Ctrl-C and SIGTERM into one
-    line each.
+  - `run_main` opens the device as soon as the flags parse (so `--help` and a refused flag start no
+    device) and turns UserError, out-of-memory, Ctrl-C and SIGTERM into one line each.
 """
 from __future__ import annotations
 import argparse, errno, math, os, signal, sys
@@ -75,7 +75,21 @@ class ArgumentParser(argparse.ArgumentParser):
     if self.project is not None:
       from common import beam
       if beam.beam_level() > 0 or getattr(ns, "beam_minutes", None) is not None: beam.install(self.project, getattr(ns, "beam_minutes", None))
+    _open_device_when_wanted()
     return ns
+
+
+_device_wanted = False   # set by run_main: the first parse that succeeds opens the default device
+
+
+def _open_device_when_wanted() -> None:
+  """Open the default device once, after the flags parsed: tinygrad's device start costs 0.3-0.8 s on a CPU (it probes
+  every backend when DEV is unset, and builds the CPU device's queue programs), which --help and a refused flag skip."""
+  global _device_wanted
+  if not _device_wanted: return
+  _device_wanted = False
+  from common.device import open_device
+  open_device()
 
 
 def first_paragraph(doc: str | None) -> str:
@@ -243,12 +257,13 @@ def run_main(fn: Callable[[], int | None], *, open_device: bool = True) -> int:
     UserError                   -> `error: <message>` on one line, exit 2
     out of memory (host/device) -> one line with what was asked for, exit 2
     Ctrl-C / SIGTERM            -> one line, exit 130 / 143; `finally` blocks run, so no temporary file is left
-  The default device is opened first, so DEV=CUDA on a machine without CUDA is one line too."""
+  The default device is opened as soon as the script's flags have parsed (every script parses with this module's
+  ArgumentParser inside `fn`; one that parses none opens it itself with common.device.open_device), so DEV=CUDA on a
+  machine without CUDA is one line too, before any work, and `--help` or a refused flag costs no device start."""
+  global _device_wanted
   previous = signal.signal(signal.SIGTERM, _raise_terminated) if _main_thread() else None
   try:
-    if open_device:
-      from common.device import open_device as _open
-      _open()
+    _device_wanted = open_device
     return int(fn() or 0)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
@@ -267,6 +282,7 @@ def run_main(fn: Callable[[], int | None], *, open_device: bool = True) -> int:
     print(f"error: {out_of_memory_message(e)}", file=sys.stderr)
     return 2
   finally:
+    _device_wanted = False
     if previous is not None: signal.signal(signal.SIGTERM, previous)
 
 

@@ -119,11 +119,28 @@ def test_out_of_memory_is_one_line(capsys):
   assert run_main(memerr, open_device=False) == 2 and "8.0 GB" in capsys.readouterr().err
 
 
+MAIN_WITH_FLAGS = ("import sys, common\n"
+                   "def main():\n"
+                   "  p = common.project_parser('demo', None, save_help=None)\n"
+                   "  p.add_argument('--steps', type=common.cli.positive_int, default=3)\n"
+                   "  p.parse_args()\n"
+                   "  print('worked')\n"
+                   "sys.exit(common.run_main(main))\n")
+
+
 def test_missing_device_is_one_line_before_the_work():
   from conftest import run_py
-  r = run_py("-c", "import sys, common; sys.exit(common.run_main(lambda: print('worked')))", env={"DEV": "CUDA"})
+  r = run_py("-c", MAIN_WITH_FLAGS, env={"DEV": "CUDA"})
   assert_one_line_error(r, "cannot open device CUDA")
   assert "worked" not in r.stdout
+
+
+def test_help_and_a_refused_flag_open_no_device():
+  # the device opens once the flags parse: --help and a bad flag answer at once, even where DEV names a missing device
+  from conftest import run_py
+  r = run_py("-c", MAIN_WITH_FLAGS, "--help", env={"DEV": "CUDA"})
+  assert r.returncode == 0 and "--steps" in r.stdout and "cannot open device" not in r.stderr, r.stderr
+  assert_one_line_error(run_py("-c", MAIN_WITH_FLAGS, "--steps", "0", env={"DEV": "CUDA"}), "--steps", "must be > 0")
 
 
 def test_an_nv_device_tinygrad_cannot_drive_names_the_way_out(monkeypatch):
