@@ -65,7 +65,7 @@ def _install_reduce_split() -> None:
 
 SCHEDULER = "tinygrad.schedule.rangeify"
 
-def _hook(target, action, what) -> None:
+def hook(target, action, what) -> None:
   """Run `action` now if `target` is already imported, else right after it is."""
   if target in sys.modules: action()
   elif not any(isinstance(f, _AfterImport) and f.target == target for f in sys.meta_path):
@@ -75,6 +75,6 @@ def run() -> None:
   try:
     translate_flags()
     # the split of long sums must be in place before the first schedule, which comes before any device module loads
-    if os.environ.get("REDUCE_SPLIT", "1") != "0": _hook(SCHEDULER, _install_reduce_split, "reduce split not applied")
-    _hook(TARGET, _install_backend, "tegra backend not loaded")
+    if os.environ.get("REDUCE_SPLIT", "1") != "0": hook(SCHEDULER, _install_reduce_split, "reduce split not applied")
+    hook(TARGET, _install_backend, "tegra backend not loaded")
   except Exception as e: _warn(' '.join(str(e).split()) or type(e).__name__)

@@ -102,3 +102,26 @@ def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_run(monkeypatch,
   c = random.randint(2, 10**6)                                               # a kernel no earlier run has lowered
   assert np.array_equal((Tensor.arange(5) * c + 1).numpy(), np.arange(5) * c + 1)
   assert "warning: program cache not written: database or disk is full" in capsys.readouterr().err
+
+
+QUEUE = textwrap.dedent("""
+  import json
+  import common
+  from tinygrad import Device, Tensor
+  from backend.patches import program_cache
+  Device["CPU"]
+  print(json.dumps({"sum": (Tensor.arange(6) * 2).sum().item(), **program_cache.queue_program_stats()}))
+""")
+
+
+def test_the_cpu_devices_queue_programs_are_lowered_once(tmp_path):
+  # every process that opens the CPU lowers its four queue programs (signal, wait, timestamp, worker): 0.3 s each time
+  def run(**env):
+    e = {k: v for k, v in os.environ.items() if k not in ("DEV", "PROGRAM_CACHE", "DEBUG")}
+    p = subprocess.run([sys.executable, "-c", QUEUE], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**e, "DEV": "CPU", "PYTHONPATH": ROOT, "CACHEDB": str(tmp_path / "q.db"), **env})
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+  assert run() == {"sum": 30, "hits": 0, "lowered": 4}
+  assert run() == {"sum": 30, "hits": 4, "lowered": 0}
+  assert run(PROGRAM_CACHE="0") == {"sum": 30, "hits": 0, "lowered": 0}     # not installed: tinygrad lowers them, uncounted

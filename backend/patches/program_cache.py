@@ -18,10 +18,12 @@ ContextVars tinygrad lists as changing programs) extended with everything else t
     `environ.get("X")`), when set, and the value now of every ContextVar those sources name, but DEBUG's, PARALLEL's and
     DEV's (so a `with Context(...)` block has its own entries; a runtime module's own ContextVars, which exist only in a
     process that imported it, are left out, so a test process and the scripts it runs share entries).
-A key that changes where it need not only costs a miss. Not stored: kernels that BEAM searches (KernelInfo.beam > 0;
-BEAM keeps its own cache of the options it found, and a budgeted search, common.beam, leaves kernels it did not
-reach for a later search to find); kernels whose compiler keeps no disk cache either (tinygrad's `CCACHE=0`, the
-fake Orin's compiler); and nothing is read or written while DEBUG >= 3 or VIZ is set, so their output is complete.
+The CPU device's four queue programs, which tinygrad lowers each time the device opens (0.3 s of every CPU process's
+start on the 2-core machine), go through the same table. A key that changes where it need not only costs a miss. Not
+stored: kernels that BEAM searches (KernelInfo.beam > 0; BEAM keeps its own cache of the options it found, and a
+budgeted search, common.beam, leaves kernels it did not reach for a later search to find); kernels whose compiler
+keeps no disk cache either (tinygrad's `CCACHE=0`, the fake Orin's compiler); and nothing is read or written while
+DEBUG >= 3 or VIZ is set, so their output is complete.
 
 `PROGRAM_CACHE=0` turns this off, as does tinygrad's `CACHELEVEL=0`. To empty it and keep BEAM's results and the
 compiled binaries: `sqlite3 ~/.cache/tinygrad/cache.db 'DROP TABLE lowered_program_22'` (22: tinygrad's cache
@@ -31,7 +33,8 @@ import functools, hashlib, importlib.metadata, os, pickle, re, sys, types
 from pathlib import Path
 
 TABLE = "lowered_program"
-_state: dict = {"orig": None, "enabled": False, "hits": 0, "stored": 0}
+_state: dict = {"orig": None, "enabled": False, "hits": 0, "stored": 0, "queue_hits": 0, "queue_lowered": 0}
+CPU_RUNTIME = "tinygrad.runtime.ops_cpu"
 ENV_NAME = re.compile(r"""(?:getenv|ContextVar|environ\.get)\(\s*["']([A-Z][A-Z0-9_]*)["']""")
 # printing, the size of the compile pool and the default device do not change a program (the renderer and its target,
 # part of the key, say which device it is for): DEV is a list once a process has opened devices, empty in a fresh
@@ -152,9 +155,39 @@ def lower_and_compile(linear):
   return out
 
 
+def _cache_cpu_queue_programs() -> None:
+  """tinygrad's CPU device lowers four queue programs (signal, wait, timestamp, the worker loop) every time it opens:
+  0.3 s of a 2-core machine's start, paid by every process. They go through the same table, keyed the same way."""
+  from tinygrad.runtime import ops_cpu
+  lower = ops_cpu.do_to_program
+  if getattr(lower, "program_cached", False): return
+  def do_to_program(ast, renderer):
+    if not enabled() or not _storable(ast, renderer): return lower(ast, renderer)
+    from tinygrad.codegen import to_program_key
+    from tinygrad.helpers import diskcache_get, diskcache_put
+    try:
+      key = disk_key(to_program_key(ast, renderer), renderer)
+      prg = diskcache_get(TABLE, key)
+    except Exception: key, prg = None, None
+    if prg is not None:
+      _state["queue_hits"] += 1
+      return prg
+    prg = lower(ast, renderer)
+    _state["queue_lowered"] += 1
+    if key is not None:
+      try: diskcache_put(TABLE, key, pickle.dumps(prg), prepickled=True)
+      except Exception as e: _warn("not written", e)
+    return prg
+  do_to_program.program_cached = True
+  ops_cpu.do_to_program = do_to_program
+
+
 def install() -> None:
   """Idempotent. Replaces the code of tinygrad.engine.realize.lower_and_compile, so every caller (the schedule's
-  realize and the HCQ graph, which imported it by name) goes through the cache."""
+  realize and the HCQ graph, which imported it by name) goes through the cache; and the CPU device's queue programs,
+  once tinygrad imports its CPU runtime (an import hook: a process that never opens the CPU does not import it)."""
+  from backend import _startup
+  _startup.hook(CPU_RUNTIME, _cache_cpu_queue_programs, "program cache: the CPU queue programs are lowered as usual")
   from tinygrad.engine import realize
   if _state["orig"] is None:
     f = realize.lower_and_compile
@@ -176,5 +209,10 @@ def is_installed() -> bool: return _state["enabled"]
 
 
 def stats() -> dict[str, int]:
-  """Kernels found on disk and kernels stored, in this process."""
+  """Kernels found on disk and kernels stored, in this process (the CPU device's queue programs apart)."""
   return {"hits": _state["hits"], "stored": _state["stored"]}
+
+
+def queue_program_stats() -> dict[str, int]:
+  """The CPU device's queue programs found on disk and lowered, in this process."""
+  return {"hits": _state["queue_hits"], "lowered": _state["queue_lowered"]}
