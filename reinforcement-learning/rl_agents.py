@@ -46,6 +46,7 @@ RUN IT.
     NV=1 python3 reinforcement-learning/rl_agents.py --agent dqn --episodes 500    # Jetson Orin (NV backend)
     NV=1 python3 reinforcement-learning/rl_agents.py --agent reinforce --episodes 500
     NV=1 python3 reinforcement-learning/rl_agents.py --bench            # --json PATH: the records as JSON
+    JITBEAM=2 NV=1 python3 reinforcement-learning/rl_agents.py --bench --cases envs,steps   # BEAM on the steps alone
     python3 reinforcement-learning/rl_agents.py --save out/agents.safetensors   # both agents on a CPU; --load evaluates
 Outputs under --out (default out/reinforcement-learning/): <agent>_curve.png (returns, evaluations, loss)
 and summary.json; --json writes the timing records (common.bench schema) of whatever ran. --quick:
@@ -519,11 +520,13 @@ def bench_dqn_steps(bench: Bench, cfg: DQNConfig, quick: bool, rng: np.random.Ge
     return loss.realize()
   bench.run("mlp 4-128-128-2 Adam step B=128", mlp_step, iters=20 if quick else 200)
 
+BENCH_CASES = ("envs", "steps", "solve")   # env steps; the DQN's and the MLP's train steps; training to solve
+
 def run_bench(args: argparse.Namespace, cfgs: dict) -> int:
   bench, rng = Bench(PROJECT), common.seed_all(args.seed)
-  bench_envs(bench, args.quick, rng)
-  bench_dqn_steps(bench, config_from(args, DQNConfig), args.quick, rng)
-  for name, cfg in cfgs.items():        # end to end: time to solve (quick: the --quick budget, which need not solve)
+  if "envs" in args.cases: bench_envs(bench, args.quick, rng)
+  if "steps" in args.cases: bench_dqn_steps(bench, config_from(args, DQNConfig), args.quick, rng)
+  for name, cfg in cfgs.items() if "solve" in args.cases else ():   # end to end: time to solve (quick: its budget, which need not solve)
     agent = build_agent(name, cfg)
     evaluate = GreedyEvaluator(agent.q_values, cfg.eval_episodes)
     hists: list[History] = []
@@ -550,6 +553,8 @@ NOT_WITH_LOAD = (dests(DQNConfig) | dests(ReinforceConfig)) - {"eval_episodes", 
 
 def add_flags(p: cli.ArgumentParser) -> None:
   p.add_argument("--agent", choices=["dqn", "reinforce", "both"], default="both", help="which agent(s) to train")
+  p.add_argument("--cases", type=cli.choice_list(*BENCH_CASES), default=list(BENCH_CASES),
+                 help="with --bench: which groups to time, comma-separated (solve: training each --agent to solve)")
   for group, cls, own in ((p, AgentConfig, True), (p.add_argument_group("DQN"), DQNConfig, False),
                           (p.add_argument_group("REINFORCE"), ReinforceConfig, False)):
     for f in dataclasses.fields(cls):
@@ -571,6 +576,7 @@ def check_flags(args: argparse.Namespace) -> None:
   """Flag combinations that cannot mean what they say, refused before any work."""
   def refuse(msg: str): raise UserError(msg)
   def flag(name: str) -> str: return "--" + name.replace("_", "-")
+  if "cases" in args.given and not args.bench: refuse("--cases chooses what --bench times; add --bench, or leave it out to train")
   if args.bench and args.save: refuse("--save: --bench times fresh training runs and keeps no agent; run without --bench to train and save")
   if args.bench and args.load: refuse("--load: --bench times fresh agents; run without --bench to evaluate a saved one")
   if args.load and args.save: refuse("--save with --load would only copy the file: --load evaluates a saved agent without training")

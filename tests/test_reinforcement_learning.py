@@ -379,6 +379,15 @@ def test_documented_bench_command_quick_json(tmp_path):
   assert "| case |" in r.stdout
 
 
+def test_bench_cases_time_only_what_was_asked(tmp_path):
+  # a BEAM run of the steps alone (--cases envs,steps) need not train to solve
+  out = tmp_path / "bench.json"
+  r = run("--bench", "--quick", "--cases", "envs", "--json", str(out))
+  assert r.returncode == 0, r.stdout + r.stderr
+  cases = {rec["case"] for rec in validate(json.loads(out.read_text()))}
+  assert cases == {"python env step (numpy, 1 env)", "batched env step N=1", "batched env step N=64"}, cases
+
+
 # ---- hostile input: one line, exit 2, before any training ------------------------------------------------
 
 def refused(*args, fragments=()):
@@ -408,6 +417,7 @@ def parse_refused(capsys, *args) -> str:
   (["--dqn-steps", "500"], "leaves no training"), (["--grad-steps", "65"], "at most 64"),
   (["--agent", "reinforce", "--lr", "0.1"], "--lr is a DQN flag"), (["--agent", "dqn", "--pg-batch", "8"], "--pg-batch is a REINFORCE flag"),
   (["--bench", "--save", "x.safetensors"], "--bench"), (["--bench", "--load", "x.safetensors"], "--bench"),
+  (["--cases", "envs"], "add --bench"), (["--bench", "--cases", "envs,train"], "choose from envs,steps,solve"),
   (["--load", "x.safetensors", "--save", "y.safetensors"], "--load evaluates"), (["--load", "x.safetensors", "--episodes", "5"], "--load evaluates"),
   (["--load", "x.safetensors", "--hidden", "16"], "checkpoint"), (["--load", "x.safetensors", "--no-double"], "--double"),
   (["--save", "/proc/a.safetensors"], "cannot be written"), (["--save", "/dev/null"], "not a regular file"), (["--save", "/"], "is a folder"),
