@@ -80,12 +80,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 _device_wanted = False   # set by run_main: the first parse that succeeds opens the default device
+_flags_parsed = False    # a parse succeeded in this process (a script that parses before calling run_main)
 
 
 def _open_device_when_wanted() -> None:
   """Open the default device once, after the flags parsed: tinygrad's device start costs 0.3-0.8 s on a CPU (it probes
   every backend when DEV is unset, and builds the CPU device's queue programs), which --help and a refused flag skip."""
-  global _device_wanted
+  global _device_wanted, _flags_parsed
+  _flags_parsed = True
   if not _device_wanted: return
   _device_wanted = False
   from common.device import open_device
@@ -257,13 +259,15 @@ def run_main(fn: Callable[[], int | None], *, open_device: bool = True) -> int:
     UserError                   -> `error: <message>` on one line, exit 2
     out of memory (host/device) -> one line with what was asked for, exit 2
     Ctrl-C / SIGTERM            -> one line, exit 130 / 143; `finally` blocks run, so no temporary file is left
-  The default device is opened as soon as the script's flags have parsed (every script parses with this module's
-  ArgumentParser inside `fn`; one that parses none opens it itself with common.device.open_device), so DEV=CUDA on a
-  machine without CUDA is one line too, before any work, and `--help` or a refused flag costs no device start."""
+  The default device is opened as soon as the script's flags have parsed with this module's ArgumentParser (inside
+  `fn`, or before run_main was called; a script that parses none opens it itself with common.device.open_device),
+  so DEV=CUDA on a machine without CUDA is one line too, before any work, and `--help` or a refused flag costs no
+  device start."""
   global _device_wanted
   previous = signal.signal(signal.SIGTERM, _raise_terminated) if _main_thread() else None
   try:
     _device_wanted = open_device
+    if _flags_parsed: _open_device_when_wanted()      # main parsed its flags before calling run_main(run)
     return int(fn() or 0)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)

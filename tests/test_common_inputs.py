@@ -135,6 +135,11 @@ def test_missing_device_is_one_line_before_the_work():
   assert "worked" not in r.stdout
 
 
+def test_a_script_that_parses_before_run_main_still_opens_its_device_first():
+  from conftest import run_py
+  assert_one_line_error(run_py("-m", "common.device", env={"DEV": "CUDA"}), "cannot open device CUDA")
+
+
 def test_help_and_a_refused_flag_open_no_device():
   # the device opens once the flags parse: --help and a bad flag answer at once, even where DEV names a missing device
   from conftest import run_py
