@@ -30,6 +30,23 @@ def test_budget_stops_the_search_and_changes_no_number(tmp_path):
   assert "BEAM 1/2 kernels" in err and "BEAM 2/2 kernels" in err and "left to the heuristic" in err   # progress, then the summary
 
 
+def floor_counts(out: str) -> tuple[int, int]:
+  small, timed = next(ln for ln in out.splitlines() if ln.startswith("floor")).split()[1:]
+  return int(small), int(timed)
+
+
+@pytest.mark.slow
+def test_a_floor_leaves_fast_kernels_unsearched_and_remembers_their_times(tmp_path):
+  plain, _, _ = job(tmp_path, db="none.db")
+  result, (searched, cached, heuristic, _), out = job(tmp_path, JITBEAM="2", BEAM_MIN_US="1e9")   # every kernel is "fast"
+  assert result == plain and (searched, cached, heuristic) == (0, 0, 0) and floor_counts(out) == (2, 2), out[-2000:]
+  assert "BEAM searched no kernel: 2 run under 1e+09 µs and keep the heuristic's choice" in out
+  again, (searched, _, _, _), out = job(tmp_path, JITBEAM="2", BEAM_MIN_US="1e9")
+  assert again == plain and searched == 0 and floor_counts(out) == (2, 0)   # the second run read both times from the cache
+  r = run_py(JOB, env={"JITBEAM": "2", "BEAM_MIN_US": "fast", "CACHEDB": str(tmp_path / "x.db")})
+  assert_one_line_error(r, "BEAM_MIN_US='fast'", "microseconds")
+
+
 @pytest.mark.slow
 def test_export_wipe_import_finds_every_kernel_in_the_cache(tmp_path):
   fast = {"JITBEAM": "1", "BEAM_MIN_PROGRESS": "1e9"}     # one round of candidates per kernel: a full search, kept short
