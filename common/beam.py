@@ -13,7 +13,8 @@ This module wraps that search without replacing it:
             search takes seconds per kernel (8.6 s on an H200 for a U-Net's) and a 5 µs kernel has a few µs
             to gain, so the search time goes to the kernels that hold the step's time. Each kernel's
             heuristic time is measured once (a compile and three runs) and kept in the cache
-            (table orin_beam_heuristic_us), so a rerun decides at once. 0 (the default) searches every kernel.
+            (table orin_beam_heuristic_us, keyed by the kernel, the GPU target and the heuristic's
+            options), so a rerun decides at once. 0 (the default) searches every kernel.
             H200, the audio CNN's train step, a 2-minute budget: 6.97 ms without BEAM, 6.61 ms searched
             without the floor, 6.20 ms with BEAM_MIN_US=20 (audio-ml/README.md has the commands).
   progress  a bar: kernels searched of those this compile needs, elapsed time, and the speedup of the
@@ -194,10 +195,13 @@ def _heuristic_us(s, rawbufs, var_vals, heuristic) -> float | None:
   and kept there; None if it cannot be timed (the kernel is then searched as usual)."""
   from tinygrad import helpers
   from tinygrad.codegen.opt import search
-  key = {"ast": s.ast.key, "device": s.ren.target.device, "suffix": s.ren.suffix, "tf32": int(tf32())}
+  chosen = heuristic(s.copy())
+  # the heuristic's opts (the backend's patches change them) and the target with its arch: an H200's time never
+  # decides for an Orin, nor a time under one patch setting for another
+  key = {"ast": s.ast.key, "target": repr(s.ren.target), "suffix": s.ren.suffix, "tf32": int(tf32()), "opts": _opts(chosen)}
   if (us := helpers.diskcache_get(HEURISTIC_US_TABLE, key)) is not None: return us
   try:
-    compiled = search._try_compile((0, heuristic(s.copy())))[1]
+    compiled = search._try_compile((0, chosen))[1]
     if compiled is None: return None
     us = min(search._time_program(compiled[0], var_vals, search._ensure_buffer_alloc(rawbufs), allow_test_size=False)) * 1e6
     STATE.floor_timed += 1

@@ -11,8 +11,8 @@ The rules, once for every script:
     written" means). A write that still fails later is one line naming the file and the errno.
   - Number flags are finite (`finite_float` and friends refuse nan and inf).
   - `--quick` / `--full` change defaults only (`ArgumentParser.preset`): a flag the user typed wins.
-  - `run_main` opens the device as soon as the flags parse (so `--help` and a refused flag start no
-    device) and turns UserError, out-of-memory, Ctrl-C and SIGTERM into one line each.
+  - `run_main` opens the device as soon as the flags parse (so `--help` and argparse's refusals, an
+    unknown flag or a value of the wrong type or range, start no device) and turns UserError, out-of-memory, Ctrl-C and SIGTERM into one line each.
 """
 from __future__ import annotations
 import argparse, errno, math, os, signal, sys
@@ -261,9 +261,9 @@ def run_main(fn: Callable[[], int | None], *, open_device: bool = True) -> int:
     Ctrl-C / SIGTERM            -> one line, exit 130 / 143; `finally` blocks run, so no temporary file is left
   The default device is opened as soon as the script's flags have parsed with this module's ArgumentParser (inside
   `fn`, or before run_main was called; a script that parses none opens it itself with common.device.open_device),
-  so DEV=CUDA on a machine without CUDA is one line too, before any work, and `--help` or a refused flag costs no
-  device start."""
-  global _device_wanted
+  so DEV=CUDA on a machine without CUDA is one line too, before any work, and `--help` or a flag argparse refuses
+  costs no device start (a script's own checks after parse_args run with the device open)."""
+  global _device_wanted, _flags_parsed
   previous = signal.signal(signal.SIGTERM, _raise_terminated) if _main_thread() else None
   try:
     _device_wanted = open_device
@@ -286,7 +286,7 @@ def run_main(fn: Callable[[], int | None], *, open_device: bool = True) -> int:
     print(f"error: {out_of_memory_message(e)}", file=sys.stderr)
     return 2
   finally:
-    _device_wanted = False
+    _device_wanted = _flags_parsed = False
     if previous is not None: signal.signal(signal.SIGTERM, previous)
 
 

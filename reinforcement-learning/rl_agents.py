@@ -46,7 +46,7 @@ RUN IT.
     NV=1 python3 reinforcement-learning/rl_agents.py --agent dqn --episodes 500    # Jetson Orin (NV backend)
     NV=1 python3 reinforcement-learning/rl_agents.py --agent reinforce --episodes 500
     NV=1 python3 reinforcement-learning/rl_agents.py --bench            # --json PATH: the records as JSON
-    JITBEAM=2 NV=1 python3 reinforcement-learning/rl_agents.py --bench --cases envs,steps   # BEAM on the steps alone
+    JITBEAM=2 NV=1 python3 reinforcement-learning/rl_agents.py --bench --cases steps   # BEAM on the train steps alone
     python3 reinforcement-learning/rl_agents.py --save out/agents.safetensors   # both agents on a CPU; --load evaluates
 Outputs under --out (default out/reinforcement-learning/): <agent>_curve.png (returns, evaluations, loss)
 and summary.json; --json writes the timing records (common.bench schema) of whatever ran. --quick:

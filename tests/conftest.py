@@ -41,7 +41,7 @@ def run_py(*args: str, env: dict | None = None, timeout: float = 300) -> subproc
   """Run `python3 <args>` from the repo root with a clean device environment plus `env`. DEV=CPU unless `env` names a
   device: with no DEV, tinygrad probes every backend before it settles on the CPU (0.45 s of each process here)."""
   base = {k: v for k, v in os.environ.items() if k not in CLEARED}
-  if not any(k in DEVICE_CHOICE for k in env or {}): base["DEV"] = "CPU"
+  if not any(k in DEVICE_CHOICE for k in [*(env or {}), *base]): base["DEV"] = "CPU"   # an outer TEGRA_FAKE=1 is kept
   return subprocess.run([sys.executable, *args], cwd=ROOT, env={**base, **(env or {})}, capture_output=True, text=True, timeout=timeout)
 
 
