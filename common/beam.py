@@ -194,16 +194,14 @@ def _heuristic_us(s, rawbufs, var_vals, heuristic) -> float | None:
   """The kernel's time with the heuristic's choice, in µs (min of 3 runs at full size), from the cache or measured
   and kept there; None if it cannot be timed (the kernel is then searched as usual)."""
   from tinygrad import helpers
-  from tinygrad.codegen.opt import search
   chosen = heuristic(s.copy())
   # the heuristic's opts (the backend's patches change them) and the target with its arch: an H200's time never
   # decides for an Orin, nor a time under one patch setting for another
   key = {"ast": s.ast.key, "target": repr(s.ren.target), "suffix": s.ren.suffix, "tf32": int(tf32()), "opts": _opts(chosen)}
   if (us := helpers.diskcache_get(HEURISTIC_US_TABLE, key)) is not None: return us
   try:
-    compiled = search._try_compile((0, chosen))[1]
-    if compiled is None: return None
-    us = min(search._time_program(compiled[0], var_vals, search._ensure_buffer_alloc(rawbufs), allow_test_size=False)) * 1e6
+    if (seconds := _time_schedule(chosen, rawbufs, var_vals)) is None: return None
+    us = seconds * 1e6
     STATE.floor_timed += 1
   except Exception as e:    # a kernel that cannot be timed here is searched, as without a floor
     STATE.events.append(f"heuristic timing failed: {type(e).__name__}")
@@ -219,15 +217,21 @@ def _time_checked(original, *args, **kwargs):
   return original(*args, **kwargs)
 
 
-def _measure(s, found, rawbufs, var_vals, heuristic) -> None:
-  """Time the heuristic's and BEAM's version of one kernel with tinygrad's own timer (min of 3)."""
+def _time_schedule(sched, rawbufs, var_vals) -> float | None:
+  """One optimized kernel's time in seconds with tinygrad's own timer (min of 3 runs at full size); None: no program."""
   from tinygrad.codegen.opt import search
+  compiled = search._try_compile((0, sched))[1]
+  if compiled is None: return None
+  return min(search._time_program(compiled[0], var_vals, search._ensure_buffer_alloc(rawbufs), allow_test_size=False))
+
+
+def _measure(s, found, rawbufs, var_vals, heuristic) -> None:
+  """Time the heuristic's and BEAM's version of one kernel (for the speedup and BEAM_REPORT)."""
   try:
     times, scheds = [], (heuristic(s.copy()), found)
     for sched in scheds:
-      compiled = search._try_compile((0, sched))[1]
-      if compiled is None: return
-      times.append(min(search._time_program(compiled[0], var_vals, search._ensure_buffer_alloc(rawbufs), allow_test_size=False)))
+      if (t := _time_schedule(sched, rawbufs, var_vals)) is None: return
+      times.append(t)
     STATE.base_s += times[0]
     STATE.best_s += times[1]
     STATE.kernels.append((_plain(s.copy().get_optimized_ast().arg.name), _opts(scheds[0]), _opts(scheds[1]), times[0], times[1]))
