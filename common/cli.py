@@ -12,7 +12,8 @@ The rules, once for every script:
   - Number flags are finite (`finite_float` and friends refuse nan and inf).
   - `--quick` / `--full` change defaults only (`ArgumentParser.preset`): a flag the user typed wins.
   - `run_main` opens the device as soon as the flags parse (so `--help` and argparse's refusals, an
-    unknown flag or a value of the wrong type or range, start no device) and turns UserError, out-of-memory, Ctrl-C and SIGTERM into one line each.
+    unknown flag or a value of the wrong type or range, start no device) and turns UserError,
+    out-of-memory, Ctrl-C and SIGTERM into one line each.
 """
 from __future__ import annotations
 import argparse, errno, math, os, signal, sys
@@ -85,7 +86,8 @@ _flags_parsed = False    # a parse succeeded in this process (a script that pars
 
 def _open_device_when_wanted() -> None:
   """Open the default device once, after the flags parsed: tinygrad's device start costs 0.3-0.8 s on a CPU (it probes
-  every backend when DEV is unset, and builds the CPU device's queue programs), which --help and a refused flag skip."""
+  every backend when DEV is unset, and builds the CPU device's queue programs), which --help and argparse's refusals
+  skip."""
   global _device_wanted, _flags_parsed
   _flags_parsed = True
   if not _device_wanted: return
