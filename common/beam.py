@@ -235,6 +235,9 @@ def _measure(s, found, rawbufs, var_vals, heuristic) -> None:
     STATE.base_s += times[0]
     STATE.best_s += times[1]
     STATE.kernels.append((_plain(s.copy().get_optimized_ast().arg.name), _opts(scheds[0]), _opts(scheds[1]), times[0], times[1]))
+    if os.environ.get("BEAM_REPORT"):       # as it is found, so that a run stopped by a time limit keeps what it learned
+      from common import log
+      log("BEAM kernel " + _row(STATE.kernels[-1]))
   except Exception as e:    # timing is for the report only: never let it break the run
     STATE.events.append(f"timing failed: {type(e).__name__}")
 
@@ -248,11 +251,14 @@ def _opts(sched) -> str: return " ".join(f"{o.op.name}({o.axis},{o.arg})" for o 
 
 
 def kernel_report() -> str:
-  """Per searched kernel: the heuristic's opts and time, BEAM's opts and time (BEAM_REPORT=1 prints it at exit)."""
+  """Per searched kernel: the heuristic's opts and time, BEAM's opts and time (BEAM_REPORT=1 prints a row as each kernel is searched and the table at exit)."""
   rows = ["| kernel | heuristic opts | µs | BEAM opts | µs | speedup |", "|---|---|---:|---|---:|---:|"]
-  for name, h, b, th, tb in STATE.kernels:
-    rows.append(f"| {name} | {h} | {th * 1e6:.1f} | {b} | {tb * 1e6:.1f} | {th / tb if tb > 0 else 0:.2f}x |")
-  return "\n".join(rows)
+  return "\n".join(rows + [_row(k) for k in STATE.kernels])
+
+
+def _row(kernel: tuple[str, str, str, float, float]) -> str:
+  name, h, b, th, tb = kernel
+  return f"| {name} | {h} | {th * 1e6:.1f} | {b} | {tb * 1e6:.1f} | {th / tb if tb > 0 else 0:.2f}x |"
 
 
 def _advance() -> None:

@@ -50,8 +50,10 @@ def test_a_floor_leaves_fast_kernels_unsearched_and_remembers_their_times(tmp_pa
 @pytest.mark.slow
 def test_export_wipe_import_finds_every_kernel_in_the_cache(tmp_path):
   fast = {"JITBEAM": "1", "BEAM_MIN_PROGRESS": "1e9"}     # one round of candidates per kernel: a full search, kept short
-  result, (searched, cached, _, _), _ = job(tmp_path, **fast)
+  result, (searched, cached, _, _), out = job(tmp_path, BEAM_REPORT="1", **fast)
   assert searched >= 1 and cached == 0
+  # BEAM_REPORT: a line per kernel as it is searched (a run cut off keeps them), then the table at exit
+  assert out.count("BEAM kernel | ") == searched and out.count("| heuristic opts |") == 1, out[-2000:]
   r = beam(tmp_path, "export", str(tmp_path / "beam.json"))
   assert r.returncode == 0 and f"exported {searched} kernels" in r.stdout, r.stderr
   doc = json.loads((tmp_path / "beam.json").read_text())
