@@ -20,11 +20,20 @@ GPU and a second one sums the S partial gradients: the split-K of a matrix produ
 
 `conv2d` never stores the cols tensor: its views are read inside the product's kernel. `conv2d_gemm` stores it,
 channels last, so that all three products are plain GEMMs; `conv_form` picks the form per layer and device.
+
+A convolution of a nearest-upsampled input (a decoder's step) never builds the upsampled tensor. Along one axis,
+output pixel f·i + a (phase a of f) of a "same" k-tap convolution reads only small-input pixels i + d, and the
+taps that land on the same pixel add up:
+
+  y[f·i + a] = Σ_d w_a[d] · x[i + d]        w_a[d] = Σ_{t: ⌊(a + t − p)/f⌋ = d} w[t]
+
+so the layer is f² ordinary convolutions of the small input with smaller kernels (3×3 at f = 2: four 2×2,
+16 multiply-adds per pixel and channel pair instead of 36), interleaved at the end (`upsample_conv2d`).
 """
 from __future__ import annotations
-import math
+import math, os
 
-from tinygrad import Tensor, dtypes, nn
+from tinygrad import Context, Tensor, dtypes, nn
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]: return (v, v) if isinstance(v, int) else tuple(v)
@@ -95,6 +104,45 @@ def upsample_nearest(x: Tensor, factor: int) -> Tensor:
   return x.reshape(b, c, h, 1, w, 1).expand(b, c, h, factor, w, factor).reshape(b, c, h * factor, w * factor)
 
 
+def phase_taps(factor: int, kernel: int, padding: int) -> list[tuple[int, list[list[int]]]]:
+  """For each output phase a = 0..factor-1 of a nearest-upsampled, stride-1 convolution along one axis, the
+  low-resolution offset of its first tap and which of the kernel's taps each of its own taps sums:
+      out[f·i + a] = Σ_t w[t] · x[⌊(f·i + a + t − p)/f⌋] = Σ_d (Σ_{t: ⌊(a + t − p)/f⌋ = d} w[t]) · x[i + d]
+  (f=2, k=3, p=1: phase 0 reads x[i−1], x[i] with w0 and w1+w2; phase 1 reads x[i], x[i+1] with w0+w1 and w2)."""
+  out = []
+  for a in range(factor):
+    d = [(a + t - padding) // factor for t in range(kernel)]
+    out.append((d[0], [[t for t in range(kernel) if d[t] == dd] for dd in range(d[0], d[-1] + 1)]))
+  return out
+
+
+def upsample_conv2d(x: Tensor, w: Tensor, bias: Tensor | None, factor: int, padding: tuple[int, int], form: str = "gemm") -> Tensor:
+  """conv2d(upsample_nearest(x, factor), w, padding) with "same" padding (2p = k − 1), computed on the small
+  input: each of the factor² output phases is a convolution of x with a smaller kernel whose taps are sums of
+  w's (`phase_taps`), and the phases are interleaved at the end. For the U-Net's 3×3 layers at factor 2 that is
+  four 2×2 convolutions, 16 multiply-adds per input pixel and channel pair instead of 36, and no upsampled tensor
+  nor its masked gradient windows. Each phase is computed in `form` (`conv_in_form`), the one `conv_form` picks for
+  the upsampled layer: on a GPU the stored patches, which beat the phases in tinygrad's conv2d (H200, U-Net
+  128→128 at 14²→28², forward and both gradients, scripts/conv_bench.py: 4.41 ms against 8.23)."""
+  (b, _, h, wd), (o, _, kh, kw) = x.shape, w.shape
+  rows, cols = phase_taps(factor, kh, padding[0]), phase_taps(factor, kw, padding[1])
+  phases = []
+  for d0, row_taps in rows:
+    for e0, col_taps in cols:
+      # each tap of the phase's kernel sums a contiguous block of w's taps
+      wp = Tensor.stack(*[Tensor.stack(*[w[:, :, rs[0]:rs[-1] + 1, cs[0]:cs[-1] + 1].sum((2, 3)) for cs in col_taps], dim=-1)
+                          for rs in row_taps], dim=2)                                  # (O, C, n_h, n_w)
+      nh, nw = wp.shape[2:]
+      # pad (or crop) x so that a valid nh×nw convolution starting at offset (d0, e0) gives h×w outputs
+      xp = x.pad(((0, 0), (0, 0), (max(-d0, 0), max(d0 + nh - 1, 0)), (max(-e0, 0), max(e0 + nw - 1, 0))))
+      xp = xp[:, :, max(d0, 0):max(d0, 0) + h + nh - 1, max(e0, 0):max(e0, 0) + wd + nw - 1]
+      # stored: fused into one kernel, every output would run all four phases' sums
+      phases.append(conv_in_form(xp, wp, None, (1, 1), (0, 0), 1, form).contiguous())
+  y = Tensor.stack(*phases, dim=0).reshape(factor, factor, b, o, h, wd).permute(2, 3, 4, 0, 5, 1)
+  y = y.reshape(b, o, factor * h, factor * wd)
+  return y if bias is None else y + bias.reshape(1, o, 1, 1)
+
+
 def gemm_split(rows: int, outputs: int, device: str | None = None) -> int:
   """The weight gradient's split for conv2d_gemm: colsᵀ @ ∂L/∂y has `outputs` = C·k²·O numbers, each a sum
   over `rows` = B·Ho·Wo. On a GPU, up to 2,048 outputs tinygrad's heuristic already splits the sum itself (GROUPTOP),
@@ -123,6 +171,14 @@ def conv_form(kernel: tuple[int, int], stride: tuple[int, int], upsample: int, g
               on a GPU also stride-1 layers with fewer than 1,152 = 128·3·3 numbers per patch, where the
               stored patch matrix costs more traffic than its products save (H200: U-Net 64→64 at 28²
               2.15 ms against 2.45; the audio CNN's 16-64 channel step 9.2 ms against 11.7).
+    "winograd" on a GPU, for training (a gradient taken, fp32): 3×3 stride-1 layers that are not upsampled, in
+              tinygrad's own conv2d with its Winograd F(4×4, 3×3) (WINO=1 for that layer alone): 36 multiplies
+              per 4×4 output tile and channel pair instead of 144, and autograd differentiates through the
+              transforms. H200, forward and both gradients, scripts/conv_bench.py, one call: U-Net 64→64 at
+              28² 1.86 ms against 2.13 as conv2d, 128→128 at 14² 1.23 against 2.19 as gemm, cuDNN 0.83 and
+              0.88; with the tiles rule (MATVEC_FIX=1), the next call: 1.51 and 1.06 ms. Not in fp16
+              (its transforms' fractions lose digits there) nor in inference (not measured); CONV_WINOGRAD=0
+              turns it off, to compare.
     "gemm"    conv2d_gemm: everything else. On the H200 1.5-15x faster per layer than tinygrad's conv2d for
               strided, upsampled and wide layers (VGG 512→512 at 64²: 2.84 ms against 22.9), the one loss
               the autoencoder's last layer (32→3, upsampled: 0.87 ms against 0.80, and 0.53 as views). On the
@@ -142,15 +198,14 @@ def conv_form(kernel: tuple[int, int], stride: tuple[int, int], upsample: int, g
   ResNet-50 12.6 ms against 17.6, and it is not measured for MobileNetV2 and EfficientNet-B0, whose 1×1 layers are
   most of their work. In fp32 the inference forward keeps the training rule: every layer as gemm was no faster
   (ResNet-18 batch 32 22.7 against 20.8 ms).
-  CONV_FORM=gemm|views|conv2d in the environment forces one form (views: this module's im2col `conv2d`,
+  CONV_FORM=gemm|views|conv2d|winograd in the environment forces one form (views: this module's im2col `conv2d`,
   which reads the patches as views instead of storing them), to compare them in a benchmark; CONV_FORM=training
   applies the training rule to inference too.
   On the Orin's GPU the GPU rule is expected to hold in direction, not in the factors (not measured)."""
-  import os
   from tinygrad import Device
   forced = os.environ.get("CONV_FORM", "auto")
-  if forced not in ("auto", "training", "gemm", "views", "conv2d"):
-    raise ValueError(f"CONV_FORM={forced!r}: use auto, training, gemm, views or conv2d")
+  if forced not in ("auto", "training", "gemm", "views", "conv2d", "winograd"):
+    raise ValueError(f"CONV_FORM={forced!r}: use auto, training, gemm, views, conv2d or winograd")
   if groups > 1 and forced == "gemm": return "conv2d"
   if forced == "training": backward = True
   elif forced != "auto": return forced
@@ -158,6 +213,8 @@ def conv_form(kernel: tuple[int, int], stride: tuple[int, int], upsample: int, g
   if _is_cpu(device or Device.DEFAULT): return "gemm"
   if not backward and half: return "gemm"
   if not weight_grad: return "views"
+  if backward and kernel == (3, 3) and stride == (1, 1) and upsample == 1 and not half and os.environ.get("CONV_WINOGRAD", "1") != "0":
+    return "winograd"
   return "gemm" if stride != (1, 1) or upsample > 1 or in_channels * kernel[0] * kernel[1] >= 1152 else "conv2d"
 
 
@@ -166,14 +223,30 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int | tu
   """The convolution every project calls: x.conv2d(weight, bias, ...) of the nearest-`upsample`x-upsampled x,
   computed in the form `conv_form` picks, with the weight gradient split by `gemm_split`. weight_grad=False
   says no gradient of `weight` will be taken (fixed weights), backward=False that no gradient at all will be
-  (inference); either may change the form."""
-  if upsample > 1: x = upsample_nearest(x, upsample)
+  (inference); either may change the form. An upsampled "same" convolution (stride 1, no groups, 2p = k − 1)
+  runs as phase convolutions on the small input (`upsample_conv2d`); CONV_PHASES=0 upsamples first instead,
+  to compare the two in a benchmark."""
   stride = _pair(stride)
   odd = (isinstance(padding, (tuple, list)) and len(padding) != 2) or _pair(dilation) != (1, 1)
-  form = "conv2d" if odd else conv_form(tuple(weight.shape[2:]), stride, upsample, groups, x.shape[1], weight_grad=weight_grad,
-                                        backward=backward, half=x.dtype == dtypes.half)
-  if form == "conv2d": return x.conv2d(weight, bias, groups, stride, dilation, padding)          # tinygrad's own conv2d
-  (kh, kw), (ph, pw) = weight.shape[2:], _pair(padding)
+  if odd: return (upsample_nearest(x, upsample) if upsample > 1 else x).conv2d(weight, bias, groups, stride, dilation, padding)
+  kernel, padding = tuple(weight.shape[2:]), _pair(padding)
+  form = conv_form(kernel, stride, upsample, groups, x.shape[1], weight_grad=weight_grad, backward=backward, half=x.dtype == dtypes.half)
+  if upsample > 1:
+    if (stride == (1, 1) and groups == 1 and all(2 * p == k - 1 for p, k in zip(padding, kernel))
+        and os.environ.get("CONV_PHASES", "1") != "0"):
+      return upsample_conv2d(x, weight, bias, upsample, padding, form)
+    x = upsample_nearest(x, upsample)
+  return conv_in_form(x, weight, bias, stride, padding, groups, form)
+
+
+def conv_in_form(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], padding: tuple[int, int], groups: int,
+                 form: str) -> Tensor:
+  """The convolution in the named form: "conv2d" (tinygrad's own), "winograd" (tinygrad's own with its Winograd
+  F(4×4, 3×3) for a 3×3 stride-1 kernel), "views" (`conv2d`) or "gemm" (`conv2d_gemm`)."""
+  if form == "winograd" and tuple(weight.shape[2:]) == (3, 3) and stride == (1, 1):
+    with Context(WINO=1): return x.conv2d(weight, bias, groups, 1, 1, padding)
+  if form in ("conv2d", "winograd"): return x.conv2d(weight, bias, groups, stride, 1, padding)          # tinygrad's own conv2d
+  (kh, kw), (ph, pw) = weight.shape[2:], padding
   ho, wo = (x.shape[2] + 2 * ph - kh) // stride[0] + 1, (x.shape[3] + 2 * pw - kw) // stride[1] + 1
   if form == "views":
     split = default_split(x.shape[0], math.prod(weight.shape), x.shape[0] * ho * wo) if stride != (1, 1) else 1

@@ -37,7 +37,7 @@ def flops(b, cin, cout, hw, k, stride, up) -> float:
 
 def tinygrad_cases(bench, layers, dtype_name, profile, which, splits=None, gemm_splits=(1,)):
   from tinygrad import Tensor, TinyJit, dtypes
-  from common.conv import conv2d, conv2d_gemm, default_split
+  from common.conv import conv, conv2d, conv2d_gemm, default_split
   dt = dtypes.half if dtype_name == "fp16" else dtypes.float
   for name, b, cin, cout, hw, k, s, up in layers:
     x = Tensor.randn(b, cin, hw, hw, dtype=dt).realize()
@@ -53,9 +53,11 @@ def tinygrad_cases(bench, layers, dtype_name, profile, which, splits=None, gemm_
     if "gemm" in which:
       for sp in [v for v in gemm_splits if (b * out * out) % v == 0]:
         variants[f"common.conv gemm split={sp}"] = lambda x, w, sp=sp: conv2d_gemm(x, w, stride=s, padding=k // 2, split=sp)
+    if "auto" in which:      # what the projects call: the form conv_form picks, an upsampled layer as phase convolutions
+      variants["common.conv auto"] = lambda x, w: conv(x, w, stride=s, padding=k // 2, upsample=2 if up else 1)
     for label, fn in variants.items():
-      def step(x, w, g, fn=fn):
-        xi = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3) if up else x
+      def step(x, w, g, fn=fn, upsample_here=up and label != "common.conv auto"):
+        xi = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3) if upsample_here else x
         gx, gw = (fn(xi, w) * g).sum().gradient(x, w)
         return gx.realize(), gw.realize()
       jit = TinyJit(step)
@@ -92,7 +94,8 @@ def main() -> int:
   p.add_argument("--profile", action="store_true", help="print the top kernels of each tinygrad case")
   p.add_argument("--json", default=None)
   p.add_argument("--only", default=None, help="comma-separated substrings: only layers whose name holds one")
-  p.add_argument("--variants", default="conv2d,split1,split", help="which tinygrad variants: conv2d, split1, split, gemm")
+  p.add_argument("--variants", default="conv2d,split1,split",
+                 help="which tinygrad variants: conv2d, split1, split, gemm, auto (common.conv.conv as the projects call it)")
   p.add_argument("--gemm-splits", type=int_list, default=[1, 8, 32], help="the gemm variant's weight-gradient splits")
   p.add_argument("--beam-minutes", type=positive_float, default=None, help="BEAM budget (with JITBEAM=N)")
   p.add_argument("--splits", type=int_list, default=None, help="time common.conv with these splits (divisors of the batch) instead")

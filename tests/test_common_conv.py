@@ -79,6 +79,35 @@ def test_upsampled_input_gradient_matches_numpy():
   np.testing.assert_allclose(gtx.numpy(), gx, rtol=1e-4, atol=1e-4)
 
 
+def test_phase_taps_split_a_3x3_kernel_at_factor_2_as_the_docstring_says():
+  from common.conv import phase_taps
+  # phase 0 reads x[i-1], x[i] with w0 and w1+w2; phase 1 reads x[i], x[i+1] with w0+w1 and w2
+  assert phase_taps(2, 3, 1) == [(-1, [[0], [1, 2]]), (0, [[0, 1], [2]])]
+  assert phase_taps(2, 1, 0) == [(0, [[0]]), (0, [[0]])]
+
+
+@pytest.mark.parametrize("factor, k, phases", [(2, 3, "1"), (2, 5, "1"), (3, 3, "1"), (2, 1, "1"), (2, 3, "0")])
+def test_upsampled_conv_as_phase_convolutions_matches_numpy_with_gradients(factor, k, phases, monkeypatch):
+  """conv(x, w, upsample=f) = the convolution of the nearest-upsampled x; by default it runs as f² phase
+  convolutions on the small input (CONV_PHASES=0: upsample, then convolve). Both forms, against numpy."""
+  import common.conv as cc
+  monkeypatch.setenv("CONV_PHASES", phases)
+  calls = []
+  monkeypatch.setattr(cc, "upsample_conv2d", lambda *a, _f=cc.upsample_conv2d: calls.append(1) or _f(*a))
+  rng = np.random.default_rng(factor * 10 + k)
+  x, w, bias = rng.standard_normal((2, 3, 5, 4)), rng.standard_normal((4, 3, k, k)) * 0.3, rng.standard_normal(4)
+  tx, tw, tb = (Tensor(a.astype(np.float32)) for a in (x, w, bias))
+  y = cc.conv(tx, tw, tb, 1, k // 2, upsample=factor)
+  assert len(calls) == (phases == "1")
+  gy = rng.standard_normal(y.shape)
+  gtx, gtw, gtb = (y * Tensor(gy.astype(np.float32))).sum().gradient(tx, tw, tb)   # before y is realized (conv2d_gemm's docstring)
+  xu = x.repeat(factor, 2).repeat(factor, 3)
+  np.testing.assert_allclose(y.numpy(), numpy_conv(xu, w, bias, 1, k // 2, 1), rtol=1e-4, atol=1e-4)
+  gxu, gw, gb = numpy_grads(xu, w, bias, 1, k // 2, 1, gy)
+  gx = gxu.reshape(2, 3, 5, factor, 4, factor).sum((3, 5))                # the upsampling's gradient: each f×f block's sum
+  for got, want in ((gtx, gx), (gtw, gw), (gtb, gb)): np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-3)
+
+
 def test_module_is_a_drop_in_for_nn_conv2d():
   from tinygrad import nn
   from tinygrad.nn.state import get_state_dict
@@ -97,7 +126,12 @@ def test_module_upsample_and_form_choice(monkeypatch):
   from common.conv import conv_form, upsample_nearest
   gpu = lambda *a: conv_form(*a, device="CUDA")                      # noqa: E731
   assert gpu((3, 3), (2, 2), 1, 1, 64) == gpu((3, 3), (1, 2), 1, 1, 3) == gpu((3, 3), (1, 1), 2, 1, 3) == "gemm"   # strided, upsampled
-  assert gpu((3, 3), (1, 1), 1, 1, 128) == "gemm" and gpu((3, 3), (1, 1), 1, 1, 64) == "conv2d"                   # wide, narrow
+  assert gpu((3, 3), (1, 1), 1, 1, 128) == gpu((3, 3), (1, 1), 1, 1, 1) == "winograd"                              # 3x3 stride 1, training
+  half = lambda *a: conv_form(*a, device="CUDA", half=True)          # noqa: E731  (fp16: no Winograd, its transforms lose digits)
+  assert half((3, 3), (1, 1), 1, 1, 128) == "gemm" and half((3, 3), (1, 1), 1, 1, 64) == "conv2d"                 # wide, narrow
+  monkeypatch.setenv("CONV_WINOGRAD", "0")
+  assert gpu((3, 3), (1, 1), 1, 1, 128) == "gemm" and gpu((3, 3), (1, 1), 1, 1, 64) == "conv2d"
+  monkeypatch.delenv("CONV_WINOGRAD")
   assert gpu((1, 1), (1, 1), 1, 1, 512) == gpu((3, 3), (2, 2), 1, 32, 32) == "conv2d"                             # 1x1, depthwise
   assert conv_form((3, 3), (1, 1), 1, 1, 3, device="CPU") == "gemm" and conv_form((1, 1), (1, 1), 1, 1, 8, device="CPU") == "conv2d"
   fixed = dict(weight_grad=False)                                    # only dL/dx: style transfer's VGG
@@ -129,7 +163,7 @@ def test_default_split_divides_the_batch_and_keeps_pieces_long():
   assert default_split(7, 10, 10 ** 6) in (1, 7)
 
 
-@pytest.mark.parametrize("form", ["auto", "gemm", "views"])
+@pytest.mark.parametrize("form", ["auto", "gemm", "views", "winograd"])
 def test_functional_conv_and_its_gradients_match_numpy_in_every_form(form, monkeypatch):
   import common.conv as cc
   monkeypatch.setenv("CONV_FORM", form)
