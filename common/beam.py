@@ -251,7 +251,7 @@ def _opts(sched) -> str: return " ".join(f"{o.op.name}({o.axis},{o.arg})" for o 
 
 
 def kernel_report() -> str:
-  """Per searched kernel: the heuristic's opts and time, BEAM's opts and time (BEAM_REPORT=1 prints a row as each kernel is searched and the table at exit)."""
+  """Per searched kernel: the heuristic's opts and time, BEAM's opts and time (BEAM_REPORT=1: a row as each is searched, the table at exit)."""
   rows = ["| kernel | heuristic opts | µs | BEAM opts | µs | speedup |", "|---|---|---:|---|---:|---:|"]
   return "\n".join(rows + [_row(k) for k in STATE.kernels])
 

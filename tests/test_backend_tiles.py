@@ -26,7 +26,8 @@ def scheduler(ast):
 
 def run(code: str, head: str = "", **env) -> dict:
   base = {k: v for k, v in os.environ.items() if k not in ("TILES", "TILES_MIN", "DEBUG", "BEAM", "JITBEAM")}
-  env = {**base, "DEV": "NULL", "PYTHONPATH": ROOT, "MATVEC_FIX": "0", **env}
+  # CONV_WINOGRAD=0: the rule is checked on the patch products it was fitted on
+  env = {**base, "DEV": "NULL", "PYTHONPATH": ROOT, "MATVEC_FIX": "0", "CONV_WINOGRAD": "0", **env}
   p = subprocess.run([sys.executable, "-c", head + PRELUDE + textwrap.dedent(code)], cwd=ROOT, env=env, capture_output=True, text=True,
                      timeout=300)
   assert p.returncode == 0, p.stderr[-3000:]
