@@ -122,8 +122,9 @@ def upsample_conv2d(x: Tensor, w: Tensor, bias: Tensor | None, factor: int, padd
   w's (`phase_taps`), and the phases are interleaved at the end. For the U-Net's 3×3 layers at factor 2 that is
   four 2×2 convolutions, 16 multiply-adds per input pixel and channel pair instead of 36, and no upsampled tensor
   nor its masked gradient windows. Each phase is computed in `form` (`conv_in_form`), the one `conv_form` picks for
-  the upsampled layer: on a GPU the stored patches, which beat the phases in tinygrad's conv2d (H200, U-Net
-  128→128 at 14²→28², forward and both gradients, scripts/conv_bench.py: 4.41 ms against 8.23)."""
+  the upsampled layer: on a GPU the stored patches (H200, U-Net 128→128 at 14²→28², forward and both gradients,
+  one call: 4.41 ms with `CONV_FORM=gemm DEV=CUDA python3 scripts/conv_bench.py --layers unet --only up --variants
+  auto`, 8.23 with each phase in tinygrad's conv2d, 6.50 upsampling first, `… --variants gemm --gemm-splits 32`)."""
   (b, _, h, wd), (o, _, kh, kw) = x.shape, w.shape
   rows, cols = phase_taps(factor, kh, padding[0]), phase_taps(factor, kw, padding[1])
   phases = []
@@ -174,9 +175,11 @@ def conv_form(kernel: tuple[int, int], stride: tuple[int, int], upsample: int, g
     "winograd" on a GPU, for training (a gradient taken, fp32): 3×3 stride-1 layers that are not upsampled, in
               tinygrad's own conv2d with its Winograd F(4×4, 3×3) (WINO=1 for that layer alone): 36 multiplies
               per 4×4 output tile and channel pair instead of 144, and autograd differentiates through the
-              transforms. H200, forward and both gradients, scripts/conv_bench.py, one call: U-Net 64→64 at
-              28² 1.86 ms against 2.13 as conv2d, 128→128 at 14² 1.23 against 2.19 as gemm, cuDNN 0.83 and
-              0.88; with the tiles rule (MATVEC_FIX=1), the next call: 1.51 and 1.06 ms. Not in fp16
+              transforms. H200, forward and both gradients, one call: U-Net 64→64 at 28² 1.86 ms against
+              2.13 as conv2d, 128→128 at 14² 1.23 against 2.19 as gemm, cuDNN 0.83 and 0.88 (`WINO=1 DEV=CUDA
+              python3 scripts/conv_bench.py --layers unet --variants conv2d`, then without WINO=1 and with
+              `--variants conv2d,gemm --gemm-splits 32 --torch`); with the tiles rule (MATVEC_FIX=1), the next
+              call: 1.51 and 1.06 ms. Not in fp16
               (its transforms' fractions lose digits there) nor in inference (not measured); CONV_WINOGRAD=0
               turns it off, to compare.
     "gemm"    conv2d_gemm: everything else. On the H200 1.5-15x faster per layer than tinygrad's conv2d for
