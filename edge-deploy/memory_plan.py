@@ -20,7 +20,7 @@ Run it
 Outputs: the tables, and summary.json in --out. It times nothing, so it has no --bench or --json.
 """
 from __future__ import annotations
-import sys
+import math, sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,12 +84,17 @@ def cnn_spec(width: int, precision: str = "fp32") -> ModelSpec:
   # training keeps what each op needs backwards (input, conv and ReLU outputs, pooled maps, logits), and
   # while the backward pass runs, the gradient of the largest of them (conv1's output) is alive too
   train = 784 + 2 * width * 26 * 26 + width * 13 * 13 + 2 * (2 * width) * 11 * 11 + 2 * width * 25 + 10 + width * 26 * 26
-  # common.conv's gemm form (the one it picks for a layer on this device: conv_form) stores each layer's patch
-  # matrix, Ho·Wo·C·9 per image, kept for ∂L/∂w; a layer that also passes ∂L/∂x down (conv2) has ∂L/∂patches and
-  # its channels-first copy for the col2im sum alive in the backward pass too, 3 patch matrices in all
+  # what common.conv's form for a layer on this device (conv_form) keeps besides: the gemm form stores each layer's
+  # patch matrix, Ho·Wo·C·9 per image, kept for ∂L/∂w; a layer that also passes ∂L/∂x down (conv2) has ∂L/∂patches
+  # and its channels-first copy for the col2im sum alive in the backward pass too, 3 patch matrices in all. The
+  # Winograd form (a GPU's) stores the transformed input instead, a 6×6 tile per 4×4 output tile and channel,
+  # 36·C·⌈Ho/4⌉² per image, and its gradient beside it where ∂L/∂x is passed down (tinygrad's _conv2d_winograd
+  # realizes both transforms; modelled from its code, not measured on a GPU)
   from common.conv import conv_form
   for cin, out_hw, passes_grad in ((1, 26, False), (width, 11, True)):
-    if conv_form((3, 3), (1, 1), 1, 1, cin) == "gemm": train += (3 if passes_grad else 1) * out_hw * out_hw * cin * 9
+    form = conv_form((3, 3), (1, 1), 1, 1, cin)
+    if form == "gemm": train += (3 if passes_grad else 1) * out_hw * out_hw * cin * 9
+    elif form == "winograd": train += (2 if passes_grad else 1) * 36 * cin * math.ceil(out_hw / 4) ** 2
   return ModelSpec(f"digit CNN w={width} ({precision})", {precision: ec.cnn_param_count(width)}, act, train, act_dtype=precision)
 
 

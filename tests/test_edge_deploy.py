@@ -128,6 +128,15 @@ def test_planner_matches_tinygrads_measured_memory():
   assert GlobalCounters.mem_used - base == memory_plan.plan(memory_plan.cnn_spec(8, "fp16"))["weights"]
 
 
+def test_planner_counts_what_each_conv_form_keeps_for_the_backward_pass(monkeypatch):
+  import common.conv
+  extra = {}
+  for form in ("conv2d", "gemm", "winograd"):
+    monkeypatch.setattr(common.conv, "conv_form", lambda *a, form=form, **k: form)
+    extra[form] = memory_plan.cnn_spec(8).train_act_elems
+  # width 8: conv1 1->8 at 26², conv2 8->16 at 11² (it passes ∂L/∂x down)
+  assert extra["gemm"] - extra["conv2d"] == 26 * 26 * 9 + 3 * 11 * 11 * 8 * 9             # patch matrices
+  assert extra["winograd"] - extra["conv2d"] == 36 * 7 * 7 + 2 * 36 * 8 * 3 * 3            # 6x6 tiles per 4x4 output tile
 # ---- fusion -----------------------------------------------------------------------------------
 
 def test_fusion_kernel_counts():
